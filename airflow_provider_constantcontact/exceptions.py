@@ -1,0 +1,63 @@
+"""Errors raised by the Constant Contact provider.
+
+Every API error carries the HTTP status, method and path of the failed call and the
+``error_key`` / ``error_message`` Constant Contact returned, so a task log says what went
+wrong without anyone re-running the request. Messages never contain tokens or personal data.
+"""
+
+from __future__ import annotations
+
+from airflow.exceptions import AirflowException
+
+
+class ConstantContactError(AirflowException):
+    """Base class for every error this provider raises."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        method: str | None = None,
+        path: str | None = None,
+        error_key: str | None = None,
+        error_message: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.method = method
+        self.path = path
+        self.error_key = error_key
+        self.error_message = error_message
+
+
+class ConstantContactAuthError(ConstantContactError):
+    """Authentication or authorisation failed (401/403, or the token endpoint refused)."""
+
+
+class ConstantContactReauthorizationRequired(ConstantContactAuthError):
+    """The refresh token is revoked, expired or already used: a person must consent again."""
+
+
+class ConstantContactRateLimitError(ConstantContactError):
+    """Throttled (429 ``throttled``) past the retry budget, or the daily quota is used up."""
+
+
+class ConstantContactQuotaExceededError(ConstantContactRateLimitError):
+    """The application's daily request quota (429 ``quota_exceeded``) is used up."""
+
+
+class ConstantContactNotFoundError(ConstantContactError):
+    """The requested resource (contact list, activity, ...) does not exist (404)."""
+
+
+class ConstantContactValidationError(ConstantContactError):
+    """Constant Contact rejected the request as invalid (400, 409, 415)."""
+
+
+class ConstantContactServerError(ConstantContactError):
+    """Constant Contact kept failing (5xx or connection errors) after every retry."""
+
+
+class ConstantContactImportError(ConstantContactError):
+    """An import activity failed, or its result contradicts what was sent."""

@@ -1,0 +1,79 @@
+"""Provider metadata Airflow reads through the ``apache_airflow_provider`` entry point."""
+
+from __future__ import annotations
+
+from typing import Any
+
+DEFAULT_API_BASE_URL = "https://api.cc.email/v3"
+DEFAULT_TOKEN_URL = "https://authz.constantcontact.com/oauth2/default/v1/token"
+
+INTEGRATION = "Constant Contact"
+PACKAGE = "airflow_provider_constantcontact"
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Describe the provider: its modules and the declarative Constant Contact connection form."""
+    return {
+        "package-name": "airflow-provider-constantcontact",
+        "name": "Constant Contact",
+        "description": "Export Parquet customer segments to Constant Contact contact lists.",
+        "integrations": [
+            {
+                "integration-name": INTEGRATION,
+                "external-doc-url": "https://developer.constantcontact.com/api_guide/index.html",
+                "tags": ["service"],
+            }
+        ],
+        "hooks": [{"integration-name": INTEGRATION, "python-modules": [f"{PACKAGE}.hooks.constantcontact"]}],
+        "operators": [
+            {"integration-name": INTEGRATION, "python-modules": [f"{PACKAGE}.operators.constantcontact"]}
+        ],
+        "sensors": [
+            {"integration-name": INTEGRATION, "python-modules": [f"{PACKAGE}.sensors.constantcontact"]}
+        ],
+        "triggers": [
+            {"integration-name": INTEGRATION, "python-modules": [f"{PACKAGE}.triggers.constantcontact"]}
+        ],
+        "connection-types": [
+            {
+                "hook-class-name": f"{PACKAGE}.hooks.constantcontact.ConstantContactHook",
+                "hook-name": "Constant Contact",
+                "connection-type": "constantcontact",
+                "conn-fields": {
+                    "refresh_token": {
+                        "label": "Refresh token",
+                        "description": (
+                            "OAuth2 refresh token from a one-time consent by a Constant Contact account "
+                            "admin, with the contact_data and offline_access scopes. Get it with the "
+                            "`constantcontact-auth` command that ships with this provider."
+                        ),
+                        "schema": {"type": ["string", "null"], "format": "password"},
+                    },
+                    "api_base_url": {
+                        "label": "API base URL",
+                        "description": (
+                            "Constant Contact V3 API root. Leave empty for the real service; set it to a "
+                            "local sandbox (`constantcontact-sandbox`) to test without an account."
+                        ),
+                        "schema": {"type": ["string", "null"], "default": DEFAULT_API_BASE_URL},
+                    },
+                    "token_url": {
+                        "label": "Token URL",
+                        "description": "OAuth2 token endpoint used to refresh access tokens.",
+                        "schema": {"type": ["string", "null"], "default": DEFAULT_TOKEN_URL},
+                    },
+                },
+                "ui-field-behaviour": {
+                    "hidden-fields": ["host", "schema", "port", "extra"],
+                    "relabeling": {"login": "Client ID (API key)", "password": "Client secret"},
+                    "placeholders": {
+                        "login": "API key of your application in Constant Contact's developer portal",
+                        "password": "Client secret generated for that application",
+                        "refresh_token": "Printed by `constantcontact-auth`",
+                        "api_base_url": DEFAULT_API_BASE_URL,
+                        "token_url": DEFAULT_TOKEN_URL,
+                    },
+                },
+            }
+        ],
+    }

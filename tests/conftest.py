@@ -1,0 +1,63 @@
+"""Test-wide set-up: an isolated Airflow home and, on demand, a migrated SQLite metadata DB.
+
+The environment is fixed here, before any test module imports Airflow, because Airflow reads
+its configuration once at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="cc-airflow-home-"))
+
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(AIRFLOW_HOME),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_HOME / 'airflow.db'}",
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "example_dags"),
+        "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
+    }
+)
+# No test may inherit a connection or variable from the developer's shell.
+for _name in [n for n in os.environ if n.startswith(("AIRFLOW_CONN_", "AIRFLOW_VAR_"))]:
+    del os.environ[_name]
+
+pytest_plugins = ["airflow_provider_constantcontact.sandbox.pytest_plugin"]
+
+
+def airflow_env(**overrides: str) -> dict[str, str]:
+    """Environment for an `airflow` sub-process sharing this session's home and database."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """Migrate this session's SQLite metadata DB once; return the Airflow home holding it."""
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        env=airflow_env(),
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return AIRFLOW_HOME
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_airflow_home() -> Iterator[None]:
+    yield
+    shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
