@@ -62,6 +62,14 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "OAuth2 token endpoint used to refresh access tokens.",
                         "schema": {"type": ["string", "null"], "default": DEFAULT_TOKEN_URL},
                     },
+                    "max_requests_per_second": {
+                        "label": "Requests per second",
+                        "description": (
+                            "Pace of API calls per worker process. Constant Contact allows 4 a second per "
+                            "application; 0 turns pacing off (only for a local sandbox)."
+                        ),
+                        "schema": {"type": ["number", "null"], "default": 4, "minimum": 0},
+                    },
                 },
                 "ui-field-behaviour": {
                     "hidden-fields": ["host", "schema", "port", "extra"],
@@ -72,6 +80,7 @@ def get_provider_info() -> dict[str, Any]:
                         "refresh_token": "Printed by `constantcontact-auth`",
                         "api_base_url": DEFAULT_API_BASE_URL,
                         "token_url": DEFAULT_TOKEN_URL,
+                        "max_requests_per_second": "4",
                     },
                 },
             }
