@@ -1,0 +1,1 @@
+"""Pytest fixtures starting a local Constant Contact sandbox (placeholder while it is built)."""
