@@ -1,0 +1,127 @@
+"""Deferrable wait for Constant Contact import activities, run by the Airflow triggerer.
+
+Constant Contact may take up to an hour to process a large import; waiting in the triggerer
+frees the worker slot. The trigger's only state is the activity ids (plus its settings), so a
+triggerer restart simply re-polls them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from airflow.sdk import BaseHook
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_constantcontact.exceptions import ConstantContactImportError
+from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
+from airflow_provider_constantcontact.utils.activities import (
+    ActivityPoller,
+    check_activities,
+    describe_progress,
+    is_transient_error,
+    next_poll_interval,
+    normalize_activity_ids,
+)
+
+
+class ConstantContactImportTrigger(BaseTrigger):
+    """Poll import activities until all finish, one finishes badly, or ``end_time`` passes.
+
+    Yields exactly one event: ``{"status": "success", "summary": ...}`` when every activity
+    completed, or ``{"status": "error" | "timeout", "message": ..., "summary": ...}``.
+    Each poll is one request (the activities listing); the interval backs off from
+    ``poll_interval`` up to ``max_poll_interval`` (default 300 s). Transient errors (5xx,
+    throttling, network) are logged and polling goes on. Blocking HTTP runs in a worker thread,
+    never on the triggerer's event loop.
+
+    :param activity_ids: ids of the import activities to wait for.
+    :param constantcontact_conn_id: the Constant Contact connection.
+    :param poll_interval: seconds between the first polls.
+    :param end_time: Unix timestamp (or aware datetime) after which the trigger reports a timeout.
+    :param max_error_ratio: fail when ``error_count / items_total_count`` exceeds it.
+    :param max_poll_interval: cap of the backed-off poll interval, in seconds.
+    """
+
+    def __init__(
+        self,
+        activity_ids: Sequence[str],
+        constantcontact_conn_id: str,
+        poll_interval: float,
+        end_time: float | datetime,
+        max_error_ratio: float | None = None,
+        max_poll_interval: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.activity_ids = normalize_activity_ids(activity_ids)
+        self.constantcontact_conn_id = constantcontact_conn_id
+        self.poll_interval = float(poll_interval)
+        self.end_time = end_time.timestamp() if isinstance(end_time, datetime) else float(end_time)
+        self.max_error_ratio = max_error_ratio
+        self.max_poll_interval = max_poll_interval
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "activity_ids": list(self.activity_ids),
+                "constantcontact_conn_id": self.constantcontact_conn_id,
+                "poll_interval": self.poll_interval,
+                "end_time": self.end_time,
+                "max_error_ratio": self.max_error_ratio,
+                "max_poll_interval": self.max_poll_interval,
+            },
+        )
+
+    async def _make_hook(self) -> ConstantContactHook:
+        connection = await BaseHook.aget_connection(self.constantcontact_conn_id)
+        # Built off the loop too, in case the hook touches the network or a Variable early.
+        return await asyncio.to_thread(
+            ConstantContactHook, self.constantcontact_conn_id, connection=connection
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        poller = ActivityPoller(self.activity_ids)
+        summary: dict | None = None
+        try:
+            hook = await self._make_hook()
+        except Exception as error:
+            yield TriggerEvent(self._event("error", f"Cannot use connection: {error}", summary))
+            return
+        interval = self.poll_interval
+        while True:
+            try:
+                summary = await asyncio.to_thread(poller.poll, hook)
+            except Exception as error:
+                if not is_transient_error(error):
+                    yield TriggerEvent(self._event("error", str(error), summary))
+                    return
+                self.log.warning("Polling Constant Contact activities failed, will retry: %s", error)
+            else:
+                self.log.info(describe_progress(summary))
+                try:
+                    check_activities(summary, max_error_ratio=self.max_error_ratio)
+                except ConstantContactImportError as error:
+                    yield TriggerEvent(self._event("error", str(error), summary))
+                    return
+                if summary["done"]:
+                    yield TriggerEvent({"status": "success", "summary": summary})
+                    return
+            remaining = self.end_time - time.time()
+            if remaining <= 0:
+                message = (
+                    "Timed out waiting for Constant Contact import activities "
+                    f"{', '.join(poller.pending)}"
+                    + (f" (last seen {summary['percent_done']:.1f}% done)" if summary else "")
+                )
+                yield TriggerEvent(self._event("timeout", message, summary))
+                return
+            await asyncio.sleep(min(interval, remaining))
+            interval = next_poll_interval(interval, self.poll_interval, self.max_poll_interval)
+
+    @staticmethod
+    def _event(status: str, message: str, summary: dict | None) -> dict[str, Any]:
+        return {"status": status, "message": message, "summary": summary}

@@ -1,0 +1,302 @@
+"""Import completion logic shared by the export operator, the import sensor and the trigger.
+
+Constant Contact processes a bulk import asynchronously as an *activity*. Waiting for many
+activities must not burn the application's 10,000 requests a day, so one poll costs one request:
+the activities listing (``GET /v3/activities?limit=500``, newest first) reports on every recent
+activity at once. Only ids the listing does not return are looked up one by one.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import requests
+
+from airflow_provider_constantcontact.exceptions import (
+    ConstantContactImportError,
+    ConstantContactQuotaExceededError,
+    ConstantContactRateLimitError,
+    ConstantContactServerError,
+)
+
+if TYPE_CHECKING:
+    from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
+
+log = logging.getLogger(__name__)
+
+TERMINAL_STATES = frozenset({"completed", "cancelled", "failed", "timed_out"})
+FAILED_STATES = frozenset({"cancelled", "failed", "timed_out"})
+STATUS_COUNTERS = (
+    "items_total_count",
+    "items_completed_count",
+    "person_count",
+    "error_count",
+    "correctable_count",
+    "cannot_add_to_list_count",
+)
+LISTING_PAGE_SIZE = 500
+# Waiting backs off from the poll interval to this cap (or the poll interval when larger):
+# 12 requests an hour per waiting task at most, once an import is known to be slow.
+DEFAULT_MAX_POLL_INTERVAL = 300.0
+BACKOFF_FACTOR = 1.5
+
+_EMAIL_RE = re.compile(r"[^\s@<>()\[\],;:\"']+@[^\s@<>()\[\],;:\"']+\.[A-Za-z]{2,}")
+
+
+def normalize_activity_ids(value: Any) -> list[str]:
+    """Turn one id, a list of ids, or a (JSON or Python literal) string list into a list of ids.
+
+    Accepts what a templated field renders to: an ``XComArg`` resolves to a list, a Jinja
+    expression to a string such as ``'["a", "b"]'`` or ``"['a', 'b']"``. Duplicates are dropped,
+    order is kept; ``None`` or an empty string means no activity.
+    """
+    if value is None:
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return []
+        if text.startswith("["):
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                try:
+                    parsed = ast.literal_eval(text)
+                except (ValueError, SyntaxError) as err:
+                    raise ValueError(f"activity_ids is not a valid list: {text[:200]}") from err
+            return normalize_activity_ids(parsed)
+        return [text]
+    if isinstance(value, Mapping):
+        if "activity_ids" in value:
+            return normalize_activity_ids(value["activity_ids"])
+        raise TypeError("activity_ids must be an id, a list of ids, or an export summary with 'activity_ids'")
+    if isinstance(value, Iterable):
+        ids: list[str] = []
+        for item in value:
+            for activity_id in normalize_activity_ids(item):
+                if activity_id not in ids:
+                    ids.append(activity_id)
+        return ids
+    raise TypeError(f"activity_ids must be a string or a list of strings, not {type(value).__name__}")
+
+
+def is_transient_error(error: BaseException) -> bool:
+    """Whether polling may simply try again later (server trouble, throttling, network)."""
+    if isinstance(error, ConstantContactQuotaExceededError):
+        # Polling more cannot help before the day resets and only delays the failure.
+        return False
+    return isinstance(
+        error, (ConstantContactServerError, ConstantContactRateLimitError, requests.RequestException, OSError)
+    )
+
+
+def fetch_activities(hook: ConstantContactHook, activity_ids: Sequence[str]) -> dict[str, dict]:
+    """Fetch the current record of each activity, with one listing request per poll.
+
+    Pages through ``GET /v3/activities`` only until every wanted id is seen, and stops paging
+    once it has cost as many requests as looking the missing ids up one by one would; those are
+    then fetched with ``GET /v3/activities/{id}``. A terminal activity whose listing entry lacks its
+    ``status`` counters is also fetched by id (once, as it no longer changes).
+    Returns ``{activity_id: activity}`` in the order of ``activity_ids``.
+    """
+    wanted = list(dict.fromkeys(activity_ids))
+    if not wanted:
+        return {}
+    found: dict[str, dict] = {}
+    pages = 0
+    seen_on_page = 0
+    for activity in hook.iter_activities(limit=LISTING_PAGE_SIZE):
+        activity_id = activity.get("activity_id")
+        if activity_id in wanted and activity_id not in found:
+            found[activity_id] = activity
+        if len(found) == len(wanted):
+            break
+        seen_on_page += 1
+        if seen_on_page >= LISTING_PAGE_SIZE:
+            pages += 1
+            seen_on_page = 0
+            # Another page costs one request, looking the missing ids up one each: stop paging
+            # once it has cost as much as the look-ups would, in case they are not listed at all.
+            if pages >= len(wanted) - len(found):
+                break
+    for activity_id in wanted:
+        activity = found.get(activity_id)
+        if activity is None or (activity.get("state") in TERMINAL_STATES and "status" not in activity):
+            found[activity_id] = hook.get_activity(activity_id)
+    log.debug("Fetched %d activities with %d listing page(s)", len(wanted), pages + 1)
+    return {activity_id: found[activity_id] for activity_id in wanted}
+
+
+def _redact(text: Any) -> str:
+    """Activity errors are Constant Contact's text: keep them, minus any email address."""
+    return _EMAIL_RE.sub("<email>", str(text))
+
+
+def _as_int(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def summarize_activities(activities: Mapping[str, dict]) -> dict:
+    """Condense activity records into a JSON-serialisable summary (for logs, XCom and events).
+
+    ``percent_done`` overall is weighted by each activity's ``items_total_count`` (plain mean while
+    an activity does not know its size yet); ``done`` is true when every activity is in a terminal state.
+    """
+    per_activity: dict[str, dict] = {}
+    totals = dict.fromkeys(STATUS_COUNTERS, 0)
+    for activity_id, activity in activities.items():
+        status = activity.get("status") or {}
+        counters = {name: _as_int(status.get(name)) for name in STATUS_COUNTERS}
+        state = str(activity.get("state") or "unknown")
+        percent = float(activity.get("percent_done") or 0)
+        if state == "completed":
+            percent = 100.0
+        per_activity[activity_id] = {
+            "state": state,
+            "percent_done": percent,
+            "status": counters,
+            "activity_errors": [_redact(error) for error in activity.get("activity_errors") or []],
+        }
+        for name in STATUS_COUNTERS:
+            totals[name] += counters[name]
+    if per_activity:
+        weights = [max(entry["status"]["items_total_count"], 0) for entry in per_activity.values()]
+        percents = [entry["percent_done"] for entry in per_activity.values()]
+        if all(weights):
+            percent_done = sum(w * p for w, p in zip(weights, percents, strict=True)) / sum(weights)
+        else:
+            percent_done = sum(percents) / len(percents)
+    else:
+        percent_done = 100.0
+    return {
+        "activities": per_activity,
+        "totals": totals,
+        "done": all(entry["state"] in TERMINAL_STATES for entry in per_activity.values()),
+        "percent_done": round(percent_done, 1),
+    }
+
+
+def describe_progress(summary: Mapping[str, Any]) -> str:
+    """One log line: overall percent done and how many activities are in each state."""
+    states: dict[str, int] = {}
+    for entry in summary["activities"].values():
+        states[entry["state"]] = states.get(entry["state"], 0) + 1
+    by_state = ", ".join(f"{count} {state}" for state, count in sorted(states.items())) or "none"
+    totals = summary["totals"]
+    return (
+        f"Constant Contact import {summary['percent_done']:.1f}% done "
+        f"({len(summary['activities'])} activities: {by_state}; "
+        f"{totals['items_completed_count']}/{totals['items_total_count']} items, "
+        f"{totals['error_count']} errors)"
+    )
+
+
+def check_activities(summary: Mapping[str, Any], *, max_error_ratio: float | None = None) -> None:
+    """Raise ConstantContactImportError if an activity ended badly or too many items were rejected.
+
+    An activity in ``failed``, ``cancelled`` or ``timed_out`` fails the check at once, with its
+    ``activity_errors``. ``max_error_ratio`` (``error_count / items_total_count`` over all
+    activities) is checked once every activity has finished, so an import that rejected most
+    contacts does not pass silently.
+    """
+    failures = []
+    for activity_id, entry in summary["activities"].items():
+        if entry["state"] in FAILED_STATES:
+            errors = "; ".join(entry["activity_errors"]) or "no error details given"
+            failures.append(f"activity {activity_id} ended {entry['state']}: {errors}")
+    if failures:
+        raise ConstantContactImportError("Constant Contact import failed: " + " | ".join(failures))
+    if max_error_ratio is not None and summary["done"]:
+        totals = summary["totals"]
+        total = totals["items_total_count"]
+        if total:
+            ratio = totals["error_count"] / total
+            if ratio > max_error_ratio:
+                raise ConstantContactImportError(
+                    f"Constant Contact rejected {totals['error_count']} of {total} items "
+                    f"({ratio:.1%}), more than max_error_ratio {max_error_ratio:.1%} "
+                    f"({totals['correctable_count']} correctable, e.g. invalid email format)"
+                )
+
+
+def next_poll_interval(current: float, poll_interval: float, max_poll_interval: float | None = None) -> float:
+    """Back the interval off by 1.5x, capped at ``max_poll_interval`` (default 300 s)."""
+    cap = max(poll_interval, DEFAULT_MAX_POLL_INTERVAL if max_poll_interval is None else max_poll_interval)
+    return min(max(current, poll_interval) * BACKOFF_FACTOR, cap)
+
+
+class ActivityPoller:
+    """Polls a fixed set of activities, remembering finished ones so they are not asked for again.
+
+    The only state that matters is the ids: a new poller for the same ids (after a triggerer or
+    worker restart) re-polls all of them once and carries on.
+    """
+
+    def __init__(self, activity_ids: Sequence[str]) -> None:
+        self.activity_ids = list(dict.fromkeys(activity_ids))
+        self._records: dict[str, dict] = {}
+
+    @property
+    def pending(self) -> list[str]:
+        return [
+            activity_id
+            for activity_id in self.activity_ids
+            if self._records.get(activity_id, {}).get("state") not in TERMINAL_STATES
+        ]
+
+    def poll(self, hook: ConstantContactHook) -> dict:
+        """Fetch the unfinished activities (one request in the usual case); return the summary."""
+        pending = self.pending
+        if pending:
+            self._records.update(fetch_activities(hook, pending))
+        return summarize_activities({aid: self._records[aid] for aid in self.activity_ids})
+
+
+def wait_for_activities(
+    hook: ConstantContactHook,
+    activity_ids: Sequence[str],
+    *,
+    poll_interval: float,
+    timeout: float,
+    max_error_ratio: float | None = None,
+    max_poll_interval: float | None = None,
+) -> dict:
+    """Block until every activity is finished; return the summary or raise ConstantContactImportError.
+
+    Polls with one request per poll, backing the interval off from ``poll_interval`` up to
+    ``max_poll_interval``; logs percent done at each poll. Transient errors (5xx, throttling,
+    network) are logged and polling goes on; a failed activity, too many rejected items
+    (``max_error_ratio``) or reaching ``timeout`` seconds raise ConstantContactImportError.
+    """
+    poller = ActivityPoller(normalize_activity_ids(activity_ids))
+    deadline = time.monotonic() + timeout
+    interval = poll_interval
+    while True:
+        try:
+            summary = poller.poll(hook)
+        except Exception as error:
+            if not is_transient_error(error):
+                raise
+            log.warning("Polling Constant Contact activities failed, will retry: %s", error)
+        else:
+            log.info(describe_progress(summary))
+            check_activities(summary, max_error_ratio=max_error_ratio)
+            if summary["done"]:
+                return summary
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ConstantContactImportError(
+                f"Timed out after {timeout:.0f}s waiting for Constant Contact import activities "
+                f"{', '.join(poller.pending)}"
+            )
+        time.sleep(min(interval, remaining))
+        interval = next_poll_interval(interval, poll_interval, max_poll_interval)
