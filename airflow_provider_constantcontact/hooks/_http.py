@@ -1,0 +1,304 @@
+"""HTTP plumbing for the Constant Contact hook: pacing, retries and error parsing.
+
+Kept apart from the hook so that the token client and the API client share one retry policy
+and one way of turning an error response into a :class:`ConstantContactError`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import requests
+import tenacity
+
+from airflow_provider_constantcontact.exceptions import (
+    ConstantContactAuthError,
+    ConstantContactError,
+    ConstantContactNotFoundError,
+    ConstantContactQuotaExceededError,
+    ConstantContactRateLimitError,
+    ConstantContactServerError,
+    ConstantContactValidationError,
+)
+
+log = logging.getLogger(__name__)
+
+DAILY_QUOTA = 10_000
+_EMAIL_RE = re.compile(r"[^\s@\"'<>(),;:]+@[^\s@\"'<>(),;:]+\.[A-Za-z0-9-]+")
+_MAX_ERROR_MESSAGE = 300
+
+
+# --------------------------------------------------------------------------------------------- pacing
+class RequestPacer:
+    """Spaces requests evenly: at most ``rate`` a second across every thread of the process.
+
+    Each caller reserves the next free slot under a lock and sleeps outside it, so threads do
+    not serialise on the sleep itself.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next_slot = 0.0
+
+    def wait(self, rate: float) -> None:
+        """Block until this caller may send; ``rate`` <= 0 disables pacing."""
+        if rate <= 0:
+            return
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next_slot)
+            self._next_slot = slot + 1.0 / rate
+        if slot > now:
+            time.sleep(slot - now)
+
+
+_PACERS: dict[str, RequestPacer] = {}
+_PACERS_LOCK = threading.Lock()
+
+
+def pacer_for(key: str) -> RequestPacer:
+    """The process-wide pacer for ``key`` (the application's client id, or a token URL)."""
+    with _PACERS_LOCK:
+        return _PACERS.setdefault(key, RequestPacer())
+
+
+# ------------------------------------------------------------------------------------- error parsing
+def redact_text(text: str) -> str:
+    """Remove email addresses and cut ``text`` short: error bodies can echo submitted data."""
+    text = _EMAIL_RE.sub("<email>", text.strip())
+    return text if len(text) <= _MAX_ERROR_MESSAGE else text[: _MAX_ERROR_MESSAGE - 3] + "..."
+
+
+def parse_error_body(response: requests.Response) -> tuple[str | None, str | None]:
+    """Return ``(error_key, error_message)`` from any of the three documented error shapes.
+
+    Shapes: a JSON array of ``{"error_key", "error_message"}`` (most errors), a single such
+    object (401, 429), and the OAuth ``{"error", "error_description"}``.
+    """
+    try:
+        body: Any = response.json()
+    except ValueError:
+        text = response.text or ""
+        return None, (redact_text(text) or None)
+    items = body if isinstance(body, list) else [body]
+    keys: list[str] = []
+    messages: list[str] = []
+    for item in items:
+        if not isinstance(item, Mapping):
+            continue
+        key = item.get("error_key", item.get("error"))
+        message = item.get("error_message", item.get("error_description"))
+        if key is not None:
+            keys.append(str(key))
+        if message is not None:
+            messages.append(str(message))
+    if not keys and not messages:
+        return None, redact_text(json.dumps(body)) or None
+    return (keys[0] if keys else None), (redact_text("; ".join(messages)) if messages else None)
+
+
+def quota_reset_text(now: datetime | None = None) -> str:
+    """Say when the daily quota resets (00:00 UTC) and how long that is from ``now``."""
+    now = now or datetime.now(timezone.utc)
+    reset = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    minutes = max(1, int((reset - now).total_seconds() // 60))
+    return f"it resets at 00:00 UTC, in {minutes // 60}h {minutes % 60:02d}m"
+
+
+def error_for_response(
+    response: requests.Response, method: str, path: str, *, hint: str | None = None
+) -> ConstantContactError:
+    """Build the :class:`ConstantContactError` subclass matching an error response."""
+    status = response.status_code
+    error_key, error_message = parse_error_body(response)
+    detail = ": ".join(p for p in (error_key, error_message) if p) or response.reason or "no detail"
+    message = f"Constant Contact {method} {path} failed with HTTP {status} ({detail})"
+    kwargs = {
+        "status": status,
+        "method": method,
+        "path": path,
+        "error_key": error_key,
+        "error_message": error_message,
+    }
+    if status == 429 and error_key == "quota_exceeded":
+        return ConstantContactQuotaExceededError(
+            f"{message}. The application's daily quota of {DAILY_QUOTA:,} requests is used up; "
+            f"{quota_reset_text()}. Retrying before then cannot succeed.",
+            **kwargs,
+        )
+    if status == 429:
+        return ConstantContactRateLimitError(message, **kwargs)
+    if status == 401:
+        return ConstantContactAuthError(
+            f"{message}. The access token was refused even after a refresh.", **kwargs
+        )
+    if status == 403:
+        return ConstantContactAuthError(
+            f"{message}. The token lacks the contact_data scope, the user lacks the privilege, or the "
+            "application is deactivated; re-authorise with `constantcontact-auth` if scopes are missing.",
+            **kwargs,
+        )
+    if status == 404:
+        return ConstantContactNotFoundError(f"{message}{'. ' + hint if hint else ''}", **kwargs)
+    if status in (400, 409, 415, 422):
+        return ConstantContactValidationError(message, **kwargs)
+    if status >= 500:
+        return ConstantContactServerError(message, **kwargs)
+    return ConstantContactError(message, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------- retries
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long to retry transient failures (connection errors, 5xx, throttling)."""
+
+    max_attempts: int = 6
+    backoff_initial: float = 1.0
+    backoff_max: float = 30.0
+    jitter: float = 1.0
+    max_retry_after: float = 120.0
+
+
+class _Transient(Exception):
+    """Internal: one attempt failed in a way worth retrying; carries the error to surface."""
+
+    def __init__(self, error: ConstantContactError, retry_after: float | None = None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after = retry_after
+
+
+def _retry_after_seconds(response: requests.Response) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date), if one was sent."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        from email.utils import parsedate_to_datetime
+
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(timezone.utc)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+class HttpClient:
+    """One ``requests.Session`` with timeouts, pacing and tenacity-driven retries."""
+
+    def __init__(
+        self,
+        *,
+        timeout: tuple[float, float],
+        policy: RetryPolicy,
+        user_agent: str,
+    ) -> None:
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = user_agent
+        self.session.headers["Accept"] = "application/json"
+        self.timeout = timeout
+        self.policy = policy
+
+    def close(self) -> None:
+        """Release pooled connections."""
+        self.session.close()
+
+    def _wait(self, retry_state: tenacity.RetryCallState) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(exc, _Transient) and exc.retry_after is not None:
+            return min(exc.retry_after, self.policy.max_retry_after)
+        backoff = tenacity.wait_exponential(
+            multiplier=self.policy.backoff_initial, max=self.policy.backoff_max
+        ) + tenacity.wait_random(0, self.policy.jitter)
+        return backoff(retry_state)
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        log_path: str,
+        pacer: RequestPacer,
+        rate: float,
+        max_attempts: int | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """Send one request, retrying transient failures; return any other response as is.
+
+        Connection errors, timeouts, 5xx and 429 ``throttled`` are retried with exponential
+        backoff and jitter (or the server's ``Retry-After``). 429 ``quota_exceeded`` raises
+        :class:`ConstantContactQuotaExceededError` at once. Retried POSTs are safe for this API:
+        JSON imports are upserts keyed by email and membership removals are idempotent.
+        """
+        attempts = max_attempts or self.policy.max_attempts
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "%s; retrying in %.1f s (attempt %d of %d)",
+                getattr(exc, "error", exc),
+                state.next_action.sleep if state.next_action else 0.0,
+                state.attempt_number,
+                attempts,
+            )
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(_Transient),
+            stop=tenacity.stop_after_attempt(attempts),
+            wait=self._wait,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            return retrying(self._attempt, method, url, log_path, pacer, rate, kwargs)
+        except _Transient as exc:
+            error = exc.error
+            raise type(error)(
+                f"{error} (gave up after {attempts} attempts)",
+                status=error.status,
+                method=error.method,
+                path=error.path,
+                error_key=error.error_key,
+                error_message=error.error_message,
+            ) from None
+
+    def _attempt(
+        self,
+        method: str,
+        url: str,
+        log_path: str,
+        pacer: RequestPacer,
+        rate: float,
+        kwargs: dict[str, Any],
+    ) -> requests.Response:
+        pacer.wait(rate)
+        try:
+            response = self.session.request(method, url, timeout=self.timeout, **kwargs)
+        except requests.RequestException as exc:
+            if not isinstance(exc, (requests.ConnectionError, requests.Timeout)):
+                raise
+            error = ConstantContactServerError(
+                f"Constant Contact {method} {log_path} failed: {type(exc).__name__} "
+                f"(host unreachable, connection dropped or timed out)",
+                method=method,
+                path=log_path,
+            )
+            raise _Transient(error) from None
+        if response.status_code == 429:
+            error = error_for_response(response, method, log_path)
+            if isinstance(error, ConstantContactQuotaExceededError):
+                raise error
+            raise _Transient(error, _retry_after_seconds(response))
+        if response.status_code >= 500:
+            raise _Transient(error_for_response(response, method, log_path))
+        return response

@@ -1,0 +1,473 @@
+"""OAuth2 tokens for the Constant Contact hook: refresh, cache, and the rotating-token store.
+
+Why a store: with rotating refresh tokens every refresh kills the previous refresh token, and
+a task cannot update its Connection in Airflow 3. The newest refresh token (and the access token
+it produced, so concurrent tasks share it) therefore lives in an Airflow Variable named
+``constantcontact_<conn_id>_oauth_tokens``. The record is written only once a rotation has been
+observed (or when one exists already), so long-lived refresh tokens need no Variable at all.
+
+A record belongs to a *lineage*: the client id and the refresh token of the connection it
+started from (stored as a hash, ``origin``). When the connection gets a new refresh token
+(re-authorisation) the old record no longer matches and is ignored, then overwritten.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from airflow_provider_constantcontact.exceptions import (
+    ConstantContactAuthError,
+    ConstantContactReauthorizationRequired,
+)
+from airflow_provider_constantcontact.hooks._http import (
+    HttpClient,
+    error_for_response,
+    pacer_for,
+    parse_error_body,
+)
+
+log = logging.getLogger(__name__)
+
+#: Seconds to wait between re-reads of the store after ``invalid_grant``: another task that
+#: rotated the token may not have written its record yet when our refresh is refused.
+INVALID_GRANT_RECHECK_DELAYS: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)
+#: Token endpoint pace (requests a second) while pacing is on: it allows about one a second.
+TOKEN_ENDPOINT_RATE = 1.0
+#: Lifetime assumed when neither the JWT ``exp`` nor ``expires_in`` says anything.
+DEFAULT_LIFETIME = 3600.0
+VARIABLE_PREFIX = "constantcontact_"
+VARIABLE_SUFFIX = "_oauth_tokens"
+
+
+def variable_key(conn_id: str) -> str:
+    """Name of the Variable holding a connection's rotated tokens (contains ``token``: masked)."""
+    return f"{VARIABLE_PREFIX}{conn_id}{VARIABLE_SUFFIX}"
+
+
+def lineage_origin(client_id: str, refresh_token: str) -> str:
+    """Irreversible id of the token lineage that starts at this client id and refresh token."""
+    return hashlib.sha256(f"{client_id}\0{refresh_token}".encode()).hexdigest()[:32]
+
+
+def mask(*secrets: str | None) -> None:
+    """Register secrets with Airflow's masker (task, triggerer and supervisor logs)."""
+    from airflow.sdk.log import mask_secret
+
+    for secret in secrets:
+        if secret:
+            mask_secret(secret)
+
+
+def in_task_sdk_context() -> bool:
+    """True inside a task, DAG-processor or triggerer process that talks to a supervisor.
+
+    There Variables must go through ``airflow.sdk.Variable``; elsewhere (API server's Test
+    button, CLI, tests) the SDK silently returns defaults on read, so the ORM model is used.
+    """
+    runner = sys.modules.get("airflow.sdk.execution_time.task_runner")
+    return getattr(runner, "SUPERVISOR_COMMS", None) is not None
+
+
+def jwt_expiry(access_token: str) -> float | None:
+    """The ``exp`` claim of a JWT access token (not verified: only used to schedule refreshes)."""
+    parts = access_token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        return float(payload["exp"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+@dataclass
+class TokenRecord:
+    """What the store and the process cache hold for one lineage."""
+
+    client_id: str
+    origin: str
+    refresh_token: str
+    access_token: str
+    expires_at: float
+    obtained_at: float
+    scope: str | None = None
+
+    def usable(self, now: float, margin: float) -> bool:
+        """Whether the access token is good for longer than the refresh margin.
+
+        The margin is capped at half the token's lifetime so short-lived tokens are not
+        refreshed on every call.
+        """
+        lifetime = max(0.0, self.expires_at - self.obtained_at)
+        return now < self.expires_at - min(margin, lifetime / 2)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["version"] = 1
+        data["updated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> TokenRecord | None:
+        """Parse a stored record; None when it is not one of ours."""
+        if isinstance(data, str):
+            try:
+                data = json.loads(data)
+            except ValueError:
+                return None
+        if not isinstance(data, dict):
+            return None
+        try:
+            return cls(
+                client_id=str(data["client_id"]),
+                origin=str(data["origin"]),
+                refresh_token=str(data["refresh_token"]),
+                access_token=str(data.get("access_token") or ""),
+                expires_at=float(data.get("expires_at") or 0.0),
+                obtained_at=float(data.get("obtained_at") or 0.0),
+                scope=data.get("scope"),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+class TokenStore(Protocol):
+    """Where rotated tokens persist between processes. Inject one to replace the Variable store."""
+
+    def load(self, client_id: str, origin: str) -> TokenRecord | None:
+        """The current record of this lineage, or None."""
+
+    def save(self, record: TokenRecord) -> None:
+        """Persist ``record``; raise when that is impossible."""
+
+
+class MemoryTokenStore:
+    """A store in process memory: for tests, or callers that manage persistence themselves."""
+
+    def __init__(self, record: TokenRecord | None = None) -> None:
+        self.record = record
+        self.saves: list[TokenRecord] = []
+
+    def load(self, client_id: str, origin: str) -> TokenRecord | None:
+        rec = self.record
+        return rec if rec and rec.client_id == client_id and rec.origin == origin else None
+
+    def save(self, record: TokenRecord) -> None:
+        self.record = record
+        self.saves.append(record)
+
+
+class VariableTokenStore:
+    """Tokens in the Airflow Variable ``constantcontact_<conn_id>_oauth_tokens``.
+
+    Inside a task or the triggerer it uses ``airflow.sdk.Variable`` (supervisor comms);
+    elsewhere ``airflow.models.Variable`` (metadata DB). When this connection id has no
+    record of the lineage, records under other connection ids are searched for the same
+    lineage: the API server's Test button runs the hook under a random transient connection
+    id, and a copied connection shares its refresh token with the original.
+    """
+
+    def __init__(self, conn_id: str) -> None:
+        self.key = variable_key(conn_id)
+        self._write_key = self.key
+
+    # -- backends
+    def _get(self, key: str) -> Any:
+        if in_task_sdk_context():
+            from airflow.sdk import Variable
+
+            return Variable.get(key, default=None, deserialize_json=True)
+        from airflow.models import Variable
+
+        return Variable.get(key, default_var=None, deserialize_json=True)
+
+    def _set(self, key: str, value: dict[str, Any]) -> None:
+        description = (
+            "OAuth tokens of a Constant Contact connection (rotating refresh token); managed by the hook"
+        )
+        if in_task_sdk_context():
+            from airflow.sdk import Variable
+
+            Variable.set(key, value, description=description, serialize_json=True)
+        else:
+            from airflow.models import Variable
+
+            Variable.set(key, value, description=description, serialize_json=True)
+
+    def _other_keys(self) -> list[str]:
+        if in_task_sdk_context():
+            from airflow.sdk import Variable
+
+            if not hasattr(Variable, "keys"):  # Airflow < 3.3 cannot list keys from a task
+                return []
+            keys = list(Variable.keys(prefix=VARIABLE_PREFIX))
+        else:
+            from airflow.models import Variable
+            from airflow.utils.session import create_session
+            from sqlalchemy import select
+
+            with create_session() as session:
+                keys = list(
+                    session.scalars(select(Variable.key).where(Variable.key.startswith(VARIABLE_PREFIX)))
+                )
+        return [k for k in keys if k.endswith(VARIABLE_SUFFIX) and k != self.key]
+
+    # -- TokenStore
+    def load(self, client_id: str, origin: str) -> TokenRecord | None:
+        record = TokenRecord.from_json(self._get(self.key))
+        if record and record.client_id == client_id and record.origin == origin:
+            self._write_key = self.key
+            return record
+        for key in self._other_keys():
+            other = TokenRecord.from_json(self._get(key))
+            if other and other.client_id == client_id and other.origin == origin:
+                self._write_key = key
+                return other
+        self._write_key = self.key
+        return None
+
+    def save(self, record: TokenRecord) -> None:
+        self._set(self._write_key, record.to_json())
+
+
+# Process-wide cache and locks: hooks of one process (operator, sensor, trigger threads)
+# share one access token per lineage and never refresh it concurrently.
+_CACHE: dict[tuple[str, str, str], TokenRecord] = {}
+_LOCKS: dict[tuple[str, str, str], threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _lock_for(key: tuple[str, str, str]) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(key, threading.Lock())
+
+
+def clear_process_cache() -> None:
+    """Forget every cached access token of this process (tests, or after re-authorisation)."""
+    _CACHE.clear()
+
+
+class _InvalidGrant(Exception):
+    """Internal: the token endpoint answered ``invalid_grant``."""
+
+
+class TokenManager:
+    """Hands out a valid access token, refreshing (and persisting rotations) when needed."""
+
+    def __init__(
+        self,
+        *,
+        conn_id: str,
+        client_id: str,
+        client_secret: str,
+        refresh_token: str,
+        token_url: str,
+        http: HttpClient,
+        store: TokenStore,
+        refresh_margin: float,
+        pacing: bool,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.conn_id = conn_id
+        self.client_id = client_id
+        self._client_secret = client_secret
+        self._conn_refresh_token = refresh_token
+        self.token_url = token_url
+        self._http = http
+        self.store = store
+        self.refresh_margin = refresh_margin
+        self._pacing = pacing
+        self._clock = clock
+        self.origin = lineage_origin(client_id, refresh_token)
+        self._key = (token_url, client_id, self.origin)
+        #: The token endpoint's ``scope`` from this manager's last refresh (for test_connection).
+        self.last_scope: str | None = None
+        mask(client_secret, refresh_token)
+
+    # -- public
+    def access_token(self, *, stale: str | None = None) -> str:
+        """A usable access token; ``stale`` is one the API just refused (401), never reused."""
+        with _lock_for(self._key):
+            now = self._clock()
+            cached = _CACHE.get(self._key)
+            if cached and cached.access_token != stale and cached.usable(now, self.refresh_margin):
+                return cached.access_token
+            stored = self._load()
+            if stored and stored.access_token != stale and stored.usable(now, self.refresh_margin):
+                _CACHE[self._key] = stored
+                return stored.access_token
+            # The newest refresh token known: the store's, else this process's own rotation.
+            base = stored or cached
+            had_record = stored is not None or (
+                cached is not None and cached.refresh_token != self._conn_refresh_token
+            )
+            record = self._refresh(base.refresh_token if base else self._conn_refresh_token, had_record)
+            _CACHE[self._key] = record
+            return record.access_token
+
+    def cached_record(self) -> TokenRecord | None:
+        """The record this process currently uses, if any."""
+        return _CACHE.get(self._key)
+
+    # -- internals
+    def _load(self) -> TokenRecord | None:
+        try:
+            record = self.store.load(self.client_id, self.origin)
+        except Exception as exc:
+            # Reading must not break long-lived tokens where no store is reachable (a plain
+            # script with no metadata DB): fall back to the connection's refresh token.
+            log.warning("Could not read the Constant Contact token store: %s", type(exc).__name__)
+            return None
+        if record:
+            mask(record.refresh_token, record.access_token)
+        return record
+
+    def _refresh(self, refresh_token: str, had_record: bool) -> TokenRecord:
+        tried: set[str] = set()
+        while True:
+            tried.add(refresh_token)
+            try:
+                payload = self._call_token_endpoint(refresh_token)
+            except _InvalidGrant:
+                recovered = self._recover_after_invalid_grant(tried)
+                if recovered is None:
+                    raise self._reauthorization_error() from None
+                if recovered.usable(self._clock(), self.refresh_margin):
+                    log.info("Using the access token another task obtained for connection %s", self.conn_id)
+                    return recovered
+                refresh_token, had_record = recovered.refresh_token, True
+                continue
+            return self._accept(payload, refresh_token, had_record)
+
+    def _recover_after_invalid_grant(self, tried: set[str]) -> TokenRecord | None:
+        """Re-read the store (a few times): another task may have rotated the token meanwhile."""
+        for delay in INVALID_GRANT_RECHECK_DELAYS:
+            if delay:
+                time.sleep(delay)
+            record = self._load()
+            if record and record.refresh_token not in tried:
+                return record
+        return None
+
+    def _reauthorization_error(self) -> ConstantContactReauthorizationRequired:
+        key = variable_key(self.conn_id)
+        return ConstantContactReauthorizationRequired(
+            f"The refresh token of Constant Contact connection '{self.conn_id}' was refused "
+            "(invalid_grant: revoked, expired after 180 days unused, or a rotating token already used). "
+            "A Constant Contact account admin must re-authorise: run `constantcontact-auth`, put the "
+            f"printed refresh token into the connection's refresh_token field, and delete the Variable "
+            f"'{key}' (or update it) so no stale rotated token is used.",
+            status=400,
+            method="POST",
+            path=self._token_path(),
+            error_key="invalid_grant",
+        )
+
+    def _token_path(self) -> str:
+        from urllib.parse import urlsplit
+
+        return urlsplit(self.token_url).path or "/"
+
+    def _call_token_endpoint(self, refresh_token: str) -> dict[str, Any]:
+        path = self._token_path()
+        response = self._http.send(
+            "POST",
+            self.token_url,
+            log_path=path,
+            pacer=pacer_for(f"token:{self.token_url}"),
+            rate=TOKEN_ENDPOINT_RATE if self._pacing else 0.0,
+            data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+            auth=(self.client_id, self._client_secret),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        if response.ok:
+            try:
+                payload = response.json()
+            except ValueError:
+                payload = None
+            if not isinstance(payload, dict) or not payload.get("access_token"):
+                raise ConstantContactAuthError(
+                    f"The token endpoint {path} answered HTTP {response.status_code} without an access "
+                    "token: check the connection's token_url.",
+                    status=response.status_code,
+                    method="POST",
+                    path=path,
+                )
+            return payload
+        error_key, error_message = parse_error_body(response)
+        if error_key == "invalid_grant":
+            raise _InvalidGrant()
+        if error_key == "invalid_client":
+            raise ConstantContactAuthError(
+                f"The token endpoint {path} rejected the client credentials (invalid_client): check the "
+                "connection's Client ID (API key) and Client secret.",
+                status=response.status_code,
+                method="POST",
+                path=path,
+                error_key=error_key,
+                error_message=error_message,
+            )
+        error = error_for_response(response, "POST", path)
+        raise ConstantContactAuthError(
+            f"Refreshing the access token failed: {error}",
+            status=error.status,
+            method="POST",
+            path=path,
+            error_key=error.error_key,
+            error_message=error.error_message,
+        )
+
+    def _accept(self, payload: dict[str, Any], used_refresh_token: str, had_record: bool) -> TokenRecord:
+        """Turn a token response into a record; persist it first when the refresh token rotated."""
+        now = self._clock()
+        access_token = str(payload["access_token"])
+        new_refresh_token = str(payload.get("refresh_token") or used_refresh_token)
+        mask(access_token, new_refresh_token)
+        expires_at = jwt_expiry(access_token)
+        if expires_at is None:
+            try:
+                expires_in = float(payload.get("expires_in") or DEFAULT_LIFETIME)
+            except (TypeError, ValueError):
+                expires_in = DEFAULT_LIFETIME
+            # Unconfirmed whether expires_in is a duration or an epoch time: accept both.
+            expires_at = expires_in if expires_in > 1e9 else now + expires_in
+        record = TokenRecord(
+            client_id=self.client_id,
+            origin=self.origin,
+            refresh_token=new_refresh_token,
+            access_token=access_token,
+            expires_at=expires_at,
+            obtained_at=now,
+            scope=payload.get("scope"),
+        )
+        self.last_scope = record.scope
+        rotated = new_refresh_token != used_refresh_token
+        if rotated or had_record:
+            try:
+                self.store.save(record)
+            except Exception as exc:
+                raise ConstantContactAuthError(
+                    f"Constant Contact rotated the refresh token of connection '{self.conn_id}' but the new "
+                    f"one could not be saved to the Variable '{variable_key(self.conn_id)}' "
+                    f"({type(exc).__name__}). The previous refresh token is no longer valid: re-authorise "
+                    "with `constantcontact-auth` once the Variable store works again.",
+                    method="POST",
+                    path=self._token_path(),
+                ) from None
+        log.info(
+            "Refreshed the Constant Contact access token of connection %s (valid %d min%s)",
+            self.conn_id,
+            max(0, int((expires_at - now) // 60)),
+            "; rotated refresh token saved" if rotated else "",
+        )
+        return record

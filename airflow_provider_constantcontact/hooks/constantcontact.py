@@ -1,0 +1,475 @@
+"""Hook for the Constant Contact V3 API.
+
+Every call of this provider goes through :class:`ConstantContactHook`: one ``requests.Session``
+with timeouts, per-process pacing, retries (tenacity) and OAuth2 token handling, including
+rotating refresh tokens persisted in an Airflow Variable. See ``docs/hook.md``.
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit
+
+from airflow.sdk import BaseHook
+
+from airflow_provider_constantcontact.exceptions import (
+    ConstantContactAuthError,
+    ConstantContactError,
+    ConstantContactNotFoundError,
+    ConstantContactReauthorizationRequired,
+)
+from airflow_provider_constantcontact.get_provider_info import DEFAULT_API_BASE_URL, DEFAULT_TOKEN_URL
+from airflow_provider_constantcontact.hooks._http import (
+    HttpClient,
+    RetryPolicy,
+    error_for_response,
+    pacer_for,
+)
+from airflow_provider_constantcontact.hooks._tokens import (
+    TokenManager,
+    TokenStore,
+    VariableTokenStore,
+)
+
+if TYPE_CHECKING:
+    import requests
+    from airflow.sdk import Connection
+
+__all__ = ["MAX_IMPORT_BODY_BYTES", "ConstantContactHook"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_REQUESTS_PER_SECOND = 4.0
+#: Constant Contact imports only the first 4 MB of a JSON import body and silently drops the
+#: rest, so larger bodies are refused here instead (4,000,000 bytes: the safe reading of "4 MB").
+MAX_IMPORT_BODY_BYTES = 4_000_000
+MAX_IMPORT_CONTACTS = 40_000
+MAX_LISTS_PER_REQUEST = 50
+MAX_CONTACT_IDS_PER_REMOVAL = 500
+REQUIRED_SCOPES = ("contact_data", "offline_access")
+
+
+class ConstantContactHook(BaseHook):
+    """Talk to the Constant Contact V3 API with a ``constantcontact`` connection.
+
+    :param constantcontact_conn_id: Connection id (login = client id, password = client secret,
+        extra ``refresh_token``, ``api_base_url``, ``token_url``, ``max_requests_per_second``).
+    :param connection: An already fetched Connection (a trigger passes the one it got from
+        ``await BaseHook.aget_connection``), so the hook never looks it up itself.
+    :param token_store: Where rotated tokens persist; default the Airflow Variable
+        ``constantcontact_<conn_id>_oauth_tokens``.
+    :param timeout: ``(connect, read)`` seconds for each HTTP request.
+    :param max_attempts: Attempts per request for connection errors, 5xx and throttling.
+    :param backoff_initial: First backoff in seconds (doubles each retry, plus up to ``backoff_jitter``).
+    :param backoff_max: Longest single backoff in seconds.
+    :param backoff_jitter: Random seconds added to each backoff.
+    :param refresh_margin: Refresh the access token this many seconds before it expires.
+    """
+
+    conn_name_attr = "constantcontact_conn_id"
+    default_conn_name = "constantcontact_default"
+    conn_type = "constantcontact"
+    hook_name = "Constant Contact"
+
+    def __init__(
+        self,
+        constantcontact_conn_id: str = default_conn_name,
+        *,
+        connection: Connection | None = None,
+        token_store: TokenStore | None = None,
+        timeout: tuple[float, float] = (10.0, 60.0),
+        max_attempts: int = 6,
+        backoff_initial: float = 1.0,
+        backoff_max: float = 30.0,
+        backoff_jitter: float = 1.0,
+        refresh_margin: float = 300.0,
+    ) -> None:
+        super().__init__()
+        self.constantcontact_conn_id = constantcontact_conn_id
+        self._connection = connection
+        self._token_store = token_store
+        self.timeout = timeout
+        self.retry_policy = RetryPolicy(
+            max_attempts=max_attempts,
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+            jitter=backoff_jitter,
+        )
+        self.refresh_margin = refresh_margin
+
+    # ------------------------------------------------------------------ connection and settings
+    @cached_property
+    def connection(self) -> Connection:
+        """The Airflow connection (fetched once, unless one was passed in)."""
+        return self._connection or self.get_connection(self.constantcontact_conn_id)
+
+    @cached_property
+    def _extra(self) -> dict[str, Any]:
+        return self.connection.extra_dejson or {}
+
+    @cached_property
+    def api_base_url(self) -> str:
+        """Root of the V3 API, without a trailing slash."""
+        return (self._extra.get("api_base_url") or DEFAULT_API_BASE_URL).rstrip("/")
+
+    @cached_property
+    def token_url(self) -> str:
+        """OAuth2 token endpoint."""
+        return self._extra.get("token_url") or DEFAULT_TOKEN_URL
+
+    @cached_property
+    def max_requests_per_second(self) -> float:
+        """Pace of API calls in this process; 0 turns pacing off."""
+        value = self._extra.get("max_requests_per_second")
+        if value in (None, ""):
+            return DEFAULT_MAX_REQUESTS_PER_SECOND
+        try:
+            rate = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"Connection '{self.constantcontact_conn_id}': max_requests_per_second must be a number, "
+                f"got {value!r}"
+            ) from None
+        if rate < 0:
+            raise ValueError(
+                f"Connection '{self.constantcontact_conn_id}': max_requests_per_second must be >= 0"
+            )
+        return rate
+
+    @cached_property
+    def _http(self) -> HttpClient:
+        return HttpClient(
+            timeout=self.timeout,
+            policy=self.retry_policy,
+            user_agent="airflow-provider-constantcontact",
+        )
+
+    @cached_property
+    def tokens(self) -> TokenManager:
+        """The token manager (access token cache, refresh, rotation store)."""
+        conn = self.connection
+        missing = [
+            label
+            for label, value in (
+                ("Client ID (login)", conn.login),
+                ("Client secret (password)", conn.password),
+                ("refresh_token (extra)", self._extra.get("refresh_token")),
+            )
+            if not value
+        ]
+        if missing:
+            raise ConstantContactAuthError(
+                f"Constant Contact connection '{self.constantcontact_conn_id}' lacks {', '.join(missing)}. "
+                "Run `constantcontact-auth` to obtain a refresh token and see docs/hook.md."
+            )
+        return TokenManager(
+            conn_id=self.constantcontact_conn_id,
+            client_id=conn.login,
+            client_secret=conn.password,
+            refresh_token=self._extra["refresh_token"],
+            token_url=self.token_url,
+            http=self._http,
+            store=self._token_store or VariableTokenStore(self.constantcontact_conn_id),
+            refresh_margin=self.refresh_margin,
+            pacing=self.max_requests_per_second > 0,
+        )
+
+    def get_conn(self) -> requests.Session:
+        """The shared ``requests.Session`` (authorisation is added per request)."""
+        return self._http.session
+
+    def close(self) -> None:
+        """Close pooled HTTP connections."""
+        if "_http" in self.__dict__:
+            self._http.close()
+
+    # ----------------------------------------------------------------------------------- HTTP
+    def _url(self, path: str) -> str:
+        """Resolve an API path, a host-relative ``_links`` href or an absolute URL of the API host."""
+        base = urlsplit(self.api_base_url)
+        if path.startswith(("http://", "https://")):
+            if urlsplit(path).netloc != base.netloc:
+                raise ValueError("Refusing to send the access token to a host other than api_base_url's")
+            return path
+        base_path = base.path.rstrip("/")
+        if base_path and (path == base_path or path.startswith(base_path + "/")):
+            return f"{base.scheme}://{base.netloc}{path}"
+        return f"{self.api_base_url}/{path.lstrip('/')}"
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        not_found_hint: str | None = None,
+        extra_headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """Send an authorised request: refresh once and retry once on 401; raise on errors."""
+        method = method.upper()
+        url = self._url(path)
+        log_path = urlsplit(url).path  # never the query string: it may hold an email address
+        rate = self.max_requests_per_second
+        pacer = pacer_for(f"api:{self.connection.login}")
+        token = self.tokens.access_token()
+        for attempt in range(2):
+            headers = {"Authorization": f"Bearer {token}", **(extra_headers or {})}
+            response = self._http.send(
+                method,
+                url,
+                log_path=log_path,
+                pacer=pacer,
+                rate=rate,
+                headers=headers,
+                **kwargs,
+            )
+            if response.status_code == 401 and attempt == 0:
+                log.info("Constant Contact %s %s: 401, refreshing the access token once", method, log_path)
+                token = self.tokens.access_token(stale=token)
+                continue
+            break
+        if response.status_code >= 400:
+            raise error_for_response(response, method, log_path, hint=not_found_hint)
+        return response
+
+    @staticmethod
+    def _decode(response: requests.Response, method: str) -> Any:
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            path = urlsplit(response.url).path
+            raise ConstantContactError(
+                f"Constant Contact {method} {path} answered HTTP {response.status_code} with a body that is "
+                "not JSON: check the connection's api_base_url (default https://api.cc.email/v3).",
+                status=response.status_code,
+                method=method,
+                path=path,
+            ) from None
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        data: bytes | None = None,
+    ) -> Any:
+        """Call the API and return the decoded JSON (None for an empty body).
+
+        ``path`` is relative to ``api_base_url`` (``"/contact_lists"``) or a host-relative
+        ``_links`` href (``"/v3/contact_lists?cursor=..."``). ``data`` is sent as a JSON body as is.
+        """
+        kwargs: dict[str, Any] = {"params": params}
+        if json is not None:
+            kwargs["json"] = json
+        if data is not None:
+            kwargs["data"] = data
+            kwargs["extra_headers"] = {"Content-Type": "application/json"}
+        return self._decode(self._send(method, path, **kwargs), method.upper())
+
+    def _paginate(self, path: str, items_key: str, params: dict[str, Any] | None) -> Iterator[dict]:
+        """Yield every item of every page, following ``_links.next.href``."""
+        next_path: str | None = path
+        page_params = {k: v for k, v in (params or {}).items() if v is not None}
+        while next_path:
+            body = self.request("GET", next_path, params=page_params or None) or {}
+            yield from body.get(items_key) or []
+            next_path = ((body.get("_links") or {}).get("next") or {}).get("href")
+            page_params = {}  # the href carries the cursor and the original filters
+
+    # ------------------------------------------------------------------------------ contact lists
+    def iter_contact_lists(
+        self, *, name: str | None = None, include_membership_count: bool = False
+    ) -> Iterator[dict]:
+        """Every contact list (optionally filtered by ``name``), following pagination."""
+        params: dict[str, Any] = {"limit": 500, "name": name}
+        if include_membership_count:
+            params["include_membership_count"] = "all"
+        return self._paginate("/contact_lists", "lists", params)
+
+    def get_contact_list(self, list_id: str) -> dict:
+        """One contact list; :class:`ConstantContactNotFoundError` naming the id when unknown."""
+        try:
+            return self.request("GET", f"/contact_lists/{quote(str(list_id), safe='')}")
+        except ConstantContactNotFoundError as exc:
+            raise ConstantContactNotFoundError(
+                f"Constant Contact has no contact list with id '{list_id}'. List ids are UUIDs: open the "
+                "list in the Constant Contact web app (Contacts > Lists) and copy the id from the page's "
+                "URL, or call find_contact_list(name).",
+                status=exc.status,
+                method=exc.method,
+                path=exc.path,
+                error_key=exc.error_key,
+                error_message=exc.error_message,
+            ) from None
+
+    def find_contact_list(self, name: str) -> dict | None:
+        """The list whose name is ``name`` (exact, else the only case-insensitive match), or None."""
+        candidates = [lst for lst in self.iter_contact_lists(name=name) if isinstance(lst, dict)]
+        exact = [lst for lst in candidates if lst.get("name") == name]
+        if exact:
+            return exact[0]
+        folded = [lst for lst in candidates if str(lst.get("name", "")).casefold() == name.casefold()]
+        return folded[0] if len(folded) == 1 else None
+
+    def create_contact_list(
+        self, name: str, *, description: str | None = None, favorite: bool = False
+    ) -> dict:
+        """Create a contact list (409 → ConstantContactValidationError when the name exists)."""
+        body: dict[str, Any] = {"name": name, "favorite": favorite}
+        if description is not None:
+            body["description"] = description
+        return self.request("POST", "/contact_lists", json=body)
+
+    # ---------------------------------------------------------------------------- custom fields
+    def get_custom_fields(self) -> list[dict]:
+        """All custom fields (``custom_field_id``, ``name``, ``label``, ``type``), every page."""
+        return list(self._paginate("/contact_custom_fields", "custom_fields", {"limit": 100}))
+
+    # ---------------------------------------------------------------------------------- imports
+    def import_contacts(self, contacts: Sequence[dict], list_ids: Sequence[str]) -> dict:
+        """Start a JSON import of ``contacts`` into ``list_ids``; return the activity."""
+        if not 1 <= len(list_ids) <= MAX_LISTS_PER_REQUEST:
+            raise ValueError(f"An import needs 1 to {MAX_LISTS_PER_REQUEST} list ids, got {len(list_ids)}")
+        if len(contacts) > MAX_IMPORT_CONTACTS:
+            raise ValueError(
+                f"An import takes at most {MAX_IMPORT_CONTACTS:,} contacts, got {len(contacts):,}"
+            )
+        body = jsonlib.dumps(
+            {"import_data": list(contacts), "list_ids": list(list_ids)},
+            separators=(",", ":"),
+            ensure_ascii=False,
+        ).encode()
+        return self.import_contacts_body(body)
+
+    def import_contacts_body(self, body: bytes) -> dict:
+        """POST an already encoded JSON import body as is; return the activity.
+
+        Bodies over :data:`MAX_IMPORT_BODY_BYTES` are refused, because the API would silently
+        import only their first 4 MB. A retried POST is safe: imports are upserts by email.
+        """
+        if len(body) > MAX_IMPORT_BODY_BYTES:
+            raise ValueError(
+                f"Import body of {len(body):,} bytes exceeds {MAX_IMPORT_BODY_BYTES:,}: Constant Contact "
+                "would silently drop the rest. Split the contacts into smaller batches."
+            )
+        return self.request("POST", "/activities/contacts_json_import", data=body)
+
+    # ------------------------------------------------------------------------------- activities
+    def get_activity(self, activity_id: str) -> dict:
+        """One bulk activity (state, percent_done, status counters, activity_errors)."""
+        return self._decode(
+            self._send(
+                "GET",
+                f"/activities/{quote(str(activity_id), safe='')}",
+                not_found_hint=(
+                    f"No activity '{activity_id}': Constant Contact keeps activity records for 10 days."
+                ),
+            ),
+            "GET",
+        )
+
+    def iter_activities(self, *, state: str | None = None, limit: int = 500) -> Iterator[dict]:
+        """Recent activities (last 10 days), optionally in one ``state``, following pagination."""
+        return self._paginate("/activities", "activities", {"limit": limit, "state": state})
+
+    def remove_list_memberships(self, contact_ids: Sequence[str], list_ids: Sequence[str]) -> dict:
+        """Remove contacts (by contact id, at most 500) from lists (at most 50); return the activity."""
+        if not 1 <= len(contact_ids) <= MAX_CONTACT_IDS_PER_REMOVAL:
+            raise ValueError(f"Give 1 to {MAX_CONTACT_IDS_PER_REMOVAL} contact ids, got {len(contact_ids)}")
+        if not 1 <= len(list_ids) <= MAX_LISTS_PER_REQUEST:
+            raise ValueError(f"Give 1 to {MAX_LISTS_PER_REQUEST} list ids, got {len(list_ids)}")
+        return self.request(
+            "POST",
+            "/activities/remove_list_memberships",
+            json={"source": {"contact_ids": list(contact_ids)}, "list_ids": list(list_ids)},
+        )
+
+    # --------------------------------------------------------------------------------- contacts
+    def iter_contacts(
+        self,
+        *,
+        list_id: str | None = None,
+        email: str | None = None,
+        status: str | None = None,
+        limit: int = 500,
+    ) -> Iterator[dict]:
+        """Contacts, optionally of one list / with one email / status, following pagination."""
+        return self._paginate(
+            "/contacts", "contacts", {"lists": list_id, "email": email, "status": status, "limit": limit}
+        )
+
+    # -------------------------------------------------------------------------- test connection
+    def test_connection(self) -> tuple[bool, str]:
+        """Check credentials, refresh token, scopes and API URL; return ``(ok, message)``.
+
+        Used by the UI's Test button (API server, outside any task): a rotated refresh token is
+        saved to the Variable store there too (see docs/hook.md).
+        """
+        # The Test button waits for the answer: fail fast instead of the full retry budget.
+        self._http.policy = replace(self.retry_policy, max_attempts=min(2, self.retry_policy.max_attempts))
+        try:
+            tokens = self.tokens
+        except ConstantContactAuthError as exc:
+            return False, str(exc)
+        except Exception as exc:
+            return (
+                False,
+                f"Cannot read connection '{self.constantcontact_conn_id}': {type(exc).__name__}: {exc}",
+            )
+        try:
+            tokens.access_token()
+        except ConstantContactReauthorizationRequired as exc:
+            return False, f"Refresh token revoked, expired or already used. {exc}"
+        except ConstantContactAuthError as exc:
+            return False, str(exc)
+        except ConstantContactError as exc:
+            if exc.status is None:
+                return False, f"Cannot reach the token URL {self.token_url}: {exc}"
+            return False, f"Token URL {self.token_url} failed: {exc}"
+        record = tokens.cached_record()
+        scope = tokens.last_scope or (record.scope if record else None)
+        if scope is not None:
+            missing = [s for s in REQUIRED_SCOPES if s not in scope.split()]
+            if missing:
+                return False, (
+                    f"The authorisation lacks the scope(s) {', '.join(missing)} (granted: {scope}). "
+                    "Re-authorise with `constantcontact-auth`, which requests contact_data and "
+                    "offline_access."
+                )
+        try:
+            body = self.request("GET", "/contact_lists", params={"limit": 1})
+        except ConstantContactNotFoundError:
+            return False, (
+                f"The API base URL {self.api_base_url} does not look like the Constant Contact V3 API "
+                f"(GET /contact_lists answered 404); the default is {DEFAULT_API_BASE_URL}."
+            )
+        except ConstantContactAuthError as exc:
+            if exc.status == 403:
+                return False, (
+                    "The API refused access (HTTP 403): the authorisation lacks the contact_data scope, the "
+                    "user lacks the privilege, or the application is deactivated. Re-authorise with "
+                    f"`constantcontact-auth`. ({exc.error_key or 'forbidden'})"
+                )
+            return False, str(exc)
+        except ConstantContactError as exc:
+            if exc.status is None:
+                return False, f"Cannot reach the API at {self.api_base_url}: {exc}"
+            return False, f"The API at {self.api_base_url} failed: {exc}"
+        if not isinstance(body, dict) or "lists" not in body:
+            return False, (
+                f"The API base URL {self.api_base_url} answered, but not like the Constant Contact V3 API; "
+                f"the default is {DEFAULT_API_BASE_URL}."
+            )
+        return (
+            True,
+            f"Connected to Constant Contact at {self.api_base_url}: token valid, contact lists readable.",
+        )
