@@ -1,0 +1,156 @@
+"""Command line: ``constantcontact-sandbox`` / ``python -m airflow_provider_constantcontact.sandbox``.
+
+Starts the sandbox, prints its URLs, credentials, seeded ids and a ready-to-use
+``AIRFLOW_CONN_CONSTANTCONTACT_DEFAULT``, and serves until Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from airflow_provider_constantcontact.sandbox.constants import (
+    DEFAULT_ACCESS_TOKEN_TTL,
+    DEFAULT_CLIENT_ID,
+    DEFAULT_CLIENT_SECRET,
+    DEFAULT_DAILY_QUOTA,
+    DEFAULT_DEVICE_CODE_TTL,
+    DEFAULT_DEVICE_POLL_INTERVAL,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    DEFAULT_RATE_LIMIT,
+    DEFAULT_REFRESH_TOKEN,
+    DEFAULT_TOKEN_RATE_LIMIT,
+)
+from airflow_provider_constantcontact.sandbox.emulator import ConstantContactSandbox
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line flags (one per constructor option)."""
+    parser = argparse.ArgumentParser(
+        prog="constantcontact-sandbox",
+        description="Run a local emulator of the Constant Contact V3 API and its OAuth2 server.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--host", default=DEFAULT_HOST, help="interface to bind")
+    add("--port", type=int, default=DEFAULT_PORT, help="port to bind (0 picks a free one)")
+    add("--client-id", default=DEFAULT_CLIENT_ID, help="the registered OAuth client id")
+    add("--client-secret", default=DEFAULT_CLIENT_SECRET, help="the registered OAuth client secret")
+    add("--refresh-token", default=DEFAULT_REFRESH_TOKEN, help="the seeded valid refresh token")
+    add(
+        "--rotating-refresh-tokens",
+        action="store_true",
+        help="single-use refresh tokens (each refresh rotates)",
+    )
+    add(
+        "--access-token-ttl",
+        type=float,
+        default=DEFAULT_ACCESS_TOKEN_TTL,
+        help="access token lifetime, seconds",
+    )
+    add(
+        "--rate-limit", type=float, default=DEFAULT_RATE_LIMIT, help="API requests/second per client, 0 = off"
+    )
+    add("--daily-quota", type=int, default=DEFAULT_DAILY_QUOTA, help="API requests/day per client, 0 = off")
+    add(
+        "--token-rate-limit",
+        type=float,
+        default=DEFAULT_TOKEN_RATE_LIMIT,
+        help="token requests/second, 0 = off",
+    )
+    add(
+        "--processing-rate",
+        type=float,
+        default=None,
+        help="contacts/second import activities process (default: at once)",
+    )
+    add(
+        "--list",
+        dest="lists",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="seed a contact list (repeatable)",
+    )
+    add(
+        "--custom-field",
+        dest="custom_fields",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="seed a custom field, imported as cf:NAME (repeatable)",
+    )
+    add(
+        "--device-code-ttl", type=float, default=DEFAULT_DEVICE_CODE_TTL, help="device code lifetime, seconds"
+    )
+    add(
+        "--device-poll-interval",
+        type=int,
+        default=DEFAULT_DEVICE_POLL_INTERVAL,
+        help="device flow polling interval, seconds",
+    )
+    add("--verbose", action="store_true", help="log each request (method, path, status) to stderr")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the sandbox until interrupted; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    sandbox = ConstantContactSandbox(
+        args.host,
+        args.port,
+        client_id=args.client_id,
+        client_secret=args.client_secret,
+        refresh_token=args.refresh_token,
+        rotating_refresh_tokens=args.rotating_refresh_tokens,
+        access_token_ttl=args.access_token_ttl,
+        rate_limit=args.rate_limit,
+        daily_quota=args.daily_quota,
+        token_rate_limit=args.token_rate_limit,
+        processing_rate=args.processing_rate,
+        lists=args.lists,
+        custom_fields=args.custom_fields,
+        device_code_ttl=args.device_code_ttl,
+        device_poll_interval=args.device_poll_interval,
+        verbose=args.verbose,
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with sandbox:
+        lines = [
+            f"Constant Contact sandbox running at {sandbox.base_url}",
+            f"  API base URL:         {sandbox.api_base_url}",
+            f"  Token URL:            {sandbox.token_url}",
+            f"  Authorize URL:        {sandbox.authorize_url}",
+            f"  Device authorize URL: {sandbox.device_authorize_url}",
+            f"  Client id:            {sandbox.client_id}",
+            f"  Client secret:        {sandbox.client_secret}",
+            f"  Refresh token:        {sandbox.refresh_token}",
+        ]
+        lines += [f"  List id:              {list_id}  {name}" for name, list_id in sandbox.list_ids.items()]
+        lines += [
+            f"  Custom field id:      {field_id}  cf:{name}"
+            for name, field_id in sandbox.custom_field_ids.items()
+        ]
+        lines += [
+            "",
+            "Point Airflow at it with:",
+            f"export AIRFLOW_CONN_CONSTANTCONTACT_DEFAULT={shlex.quote(sandbox.connection_json())}",
+            "",
+            "Press Ctrl-C to stop.",
+        ]
+        print("\n".join(lines), flush=True)
+        while not stop.wait(0.5):
+            pass
+    print("Constant Contact sandbox stopped.", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Bulk activities whose progress is computed lazily from elapsed time and a processing rate."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import datetime, timezone
+
+#: Per-item outcome codes stored in ``Activity.outcomes`` (one byte per item).
+OK = 0  # contact created or updated (and added to or removed from the lists)
+CORRECTABLE = 1  # not imported: invalid email format
+ERROR = 2  # not imported or not found for another reason (no email, unknown contact id)
+CANNOT_ADD = 3  # contact updated but previously unsubscribed: not added to the lists
+
+
+def iso(ts: float) -> str:
+    """An API timestamp (UTC, ISO 8601 with a Z)."""
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class Activity:
+    """One bulk activity; ``advance`` moves it forward at ``rate`` items a second (None: at once)."""
+
+    __slots__ = (
+        "activity_id",
+        "created_at",
+        "fail_errors",
+        "kind",
+        "outcomes",
+        "progress",
+        "updated",
+        "updated_at",
+    )
+
+    def __init__(self, kind: str, outcomes: bytes, fail_errors: list[str] | None = None) -> None:
+        self.activity_id = str(uuid.uuid4())
+        self.kind = kind
+        self.outcomes = outcomes
+        self.fail_errors = fail_errors
+        self.created_at = self.updated_at = time.time()
+        self.progress = 0.0
+        self.updated = time.monotonic()
+
+    @property
+    def total(self) -> int:
+        """Items taken in by the activity."""
+        return len(self.outcomes)
+
+    @property
+    def done(self) -> int:
+        """Items processed so far."""
+        return min(self.total, int(self.progress))
+
+    @property
+    def state(self) -> str:
+        """initialized (nothing processed yet), processing, then completed or failed."""
+        done = self.done
+        if done >= self.total and (self.progress > 0 or self.total == 0):
+            return "failed" if self.fail_errors is not None else "completed"
+        return "processing" if done > 0 else "initialized"
+
+    def advance(self, rate: float | None) -> None:
+        """Account for the time since the last call at ``rate`` items/s (None or <= 0: finish now)."""
+        now = time.monotonic()
+        before = self.done
+        if rate is None or rate <= 0:
+            self.progress = max(float(self.total), 1e-9)
+        else:
+            self.progress = min(float(self.total), self.progress + (now - self.updated) * rate)
+        self.updated = now
+        if self.done != before:
+            self.updated_at = time.time()
+
+    def to_json(self) -> dict:
+        """The activity as ``GET /v3/activities/{id}`` returns it."""
+        state, done, total = self.state, self.done, self.total
+        if state == "failed":
+            status = dict.fromkeys(("person_count", "correctable_count", "cannot_add_to_list_count"), 0)
+            status.update(items_total_count=total, items_completed_count=total, error_count=total)
+            percent, errors = 100, list(self.fail_errors or [])
+        else:
+            seen = self.outcomes[:done]
+            correctable, error, cannot_add = (
+                seen.count(CORRECTABLE),
+                seen.count(ERROR),
+                seen.count(CANNOT_ADD),
+            )
+            status = {
+                "items_total_count": total,
+                "items_completed_count": done,
+                "person_count": done - correctable - error,
+                "error_count": correctable + error,
+                "correctable_count": correctable,
+                "cannot_add_to_list_count": cannot_add,
+            }
+            percent = 100 if state == "completed" else (done * 100) // total if total else 0
+            errors = []
+        return {
+            "activity_id": self.activity_id,
+            "state": state,
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+            "percent_done": percent,
+            "activity_errors": errors,
+            "status": status,
+            "_links": {"self": {"href": f"/v3/activities/{self.activity_id}"}},
+        }

@@ -1,0 +1,152 @@
+"""Parsing, truncation and validation of ``contacts_json_import`` bodies.
+
+The work is split so the expensive part (``json.loads`` and a tight validation loop) runs
+outside the sandbox lock; only applying the result to the state needs it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Collection
+from typing import Any
+
+from airflow_provider_constantcontact.sandbox.constants import (
+    IMPORT_FIELD_LIMITS,
+    IMPORT_INT_FIELDS,
+    LONG_FIELD_LIMIT,
+    MAX_CUSTOM_FIELDS_PER_CONTACT,
+    MAX_IMPORT_BYTES,
+    MAX_IMPORT_CONTACTS,
+    MAX_LIST_IDS,
+)
+from airflow_provider_constantcontact.sandbox.errors import bad_request
+
+EMAIL_RE = re.compile(r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)+\Z")
+_WS = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+
+
+def parse_json_body(body: bytes) -> Any:
+    """Decode a JSON request body; 400 when it is not valid JSON."""
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise bad_request("The request body is not valid JSON.", "malformed_json") from None
+
+
+def items_within(body: bytes, limit: int, key: str = "import_data") -> int | None:
+    """How many elements of the top-level array ``key`` end within the first ``limit`` bytes.
+
+    The text is decoded as latin-1 so character offsets equal byte offsets; None when the
+    array does not start within the limit.
+    """
+    text = body[:limit].decode("latin-1")
+    ws = _WS.match
+    try:
+        i = ws(text, 0).end()
+        if text[i] != "{":
+            return None
+        i += 1
+        while True:
+            i = ws(text, i).end()
+            if text[i] == "}":
+                return None
+            name, i = _DECODER.raw_decode(text, i)
+            i = ws(text, i).end() + 1  # skip ':'
+            i = ws(text, i).end()
+            if name == key:
+                break
+            _, i = _DECODER.raw_decode(text, i)
+            i = ws(text, i).end()
+            if text[i] == ",":
+                i += 1
+    except (ValueError, IndexError):
+        return None
+    if text[i] != "[":
+        return None
+    i += 1
+    count = 0
+    try:
+        while True:
+            i = ws(text, i).end()
+            if text[i] == "]":
+                return count
+            _, i = _DECODER.raw_decode(text, i)
+            count += 1
+            i = ws(text, i).end()
+            if text[i] == ",":
+                i += 1
+    except (ValueError, IndexError):
+        return count
+
+
+def take_import(body: bytes, payload: Any) -> tuple[list[Any], list[Any]]:
+    """Return (contacts taken in, list_ids) after the real service's silent truncation.
+
+    Over 4 MB only the contacts whose JSON ends within the first 4,194,304 bytes of the body
+    are taken; then at most the first 40,000 contacts.
+    """
+    if not isinstance(payload, dict):
+        raise bad_request("The request body must be a JSON object.")
+    contacts = payload.get("import_data")
+    list_ids = payload.get("list_ids")
+    if not isinstance(contacts, list) or not contacts:
+        raise bad_request("import_data must be an array of 1 to 40000 contacts.", "import_data.invalid")
+    if not isinstance(list_ids, list) or not 1 <= len(list_ids) <= MAX_LIST_IDS:
+        raise bad_request(f"list_ids must hold 1 to {MAX_LIST_IDS} list ids.", "list_ids.invalid")
+    if not all(isinstance(list_id, str) for list_id in list_ids):
+        raise bad_request("list_ids must be strings.", "list_ids.invalid")
+    if len(body) > MAX_IMPORT_BYTES:
+        contacts = contacts[: items_within(body, MAX_IMPORT_BYTES) or 0]
+    return contacts[:MAX_IMPORT_CONTACTS], list_ids
+
+
+def validate_contacts(contacts: list[Any], custom_field_names: Collection[str]) -> None:
+    """Reject the request (400) on unknown properties, over-long values or bad custom fields.
+
+    Messages name the row and property, never the value (it may be personal data).
+    """
+    limits = IMPORT_FIELD_LIMITS
+    int_fields = IMPORT_INT_FIELDS
+    for row, contact in enumerate(contacts):
+        if type(contact) is not dict:
+            raise bad_request(f"import_data[{row}] must be an object.", "import_data.invalid")
+        custom_count = 0
+        for name, value in contact.items():
+            limit = limits.get(name)
+            if limit is None:
+                if name.startswith("cf:"):
+                    custom_count += 1
+                    if name[3:] not in custom_field_names:
+                        raise bad_request(
+                            f"import_data[{row}]: custom field '{name}' does not exist.",
+                            "import_data.custom_field.not_found",
+                        )
+                    limit = LONG_FIELD_LIMIT
+                elif name in int_fields:
+                    low, high = int_fields[name]
+                    if value is not None and (type(value) is not int or not low <= value <= high):
+                        raise bad_request(
+                            f"import_data[{row}].{name} must be an integer from {low} to {high}.",
+                            "import_data.invalid",
+                        )
+                    continue
+                else:
+                    raise bad_request(
+                        f"import_data[{row}]: unknown property '{name[:60]}'.", "import_data.unknown_property"
+                    )
+            if value is None:
+                continue
+            if type(value) is not str:
+                raise bad_request(f"import_data[{row}].{name} must be a string.", "import_data.invalid")
+            if len(value) > limit:
+                raise bad_request(
+                    f"import_data[{row}].{name} exceeds the maximum length of {limit}.",
+                    "import_data.field.too_long",
+                )
+        if custom_count > MAX_CUSTOM_FIELDS_PER_CONTACT:
+            raise bad_request(
+                f"import_data[{row}] has more than {MAX_CUSTOM_FIELDS_PER_CONTACT} custom fields.",
+                "import_data.custom_fields.too_many",
+            )

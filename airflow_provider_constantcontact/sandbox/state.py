@@ -1,0 +1,240 @@
+"""The in-memory account: contact lists, custom fields, contacts, memberships and activities.
+
+Not thread-safe on its own: the sandbox holds one lock around every call.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+from airflow_provider_constantcontact.sandbox.activities import CANNOT_ADD, CORRECTABLE, ERROR, Activity, iso
+from airflow_provider_constantcontact.sandbox.constants import MAX_CUSTOM_FIELDS, MAX_LISTS
+from airflow_provider_constantcontact.sandbox.errors import bad_request, error_list, not_found
+from airflow_provider_constantcontact.sandbox.imports import EMAIL_RE
+
+
+class Contact:
+    """A stored contact: its import properties (``email``, ``first_name``, ``cf:<name>``, ...)."""
+
+    __slots__ = ("created_at", "index", "props", "updated_at")
+
+    def __init__(self, index: int, props: dict[str, Any], now: float) -> None:
+        self.index = index
+        self.props = props
+        self.created_at = self.updated_at = now
+
+
+class SandboxState:
+    """Everything the emulated account holds."""
+
+    def __init__(self) -> None:
+        self.lists: dict[str, dict[str, Any]] = {}
+        self._list_names: dict[str, str] = {}
+        self.custom_fields: dict[str, dict[str, Any]] = {}
+        self.custom_field_names: dict[str, str] = {}
+        self.contacts: dict[str, Contact] = {}
+        self._contact_keys: list[str] = []
+        self._contact_id_prefix = uuid.uuid4().hex[:20]
+        self.memberships: dict[str, set[str]] = {}
+        self.unsubscribed: set[str] = set()
+        self.activities: dict[str, Activity] = {}
+        self.processing_rate: float | None = None
+        self.fail_next_activity: list[str] | None = None
+
+    # -- contact lists -----------------------------------------------------------------------
+
+    def create_list(
+        self, name: str, description: str | None = None, favorite: bool = False
+    ) -> dict[str, Any]:
+        """Create a list; 409 when the name (case-insensitive) exists, 400 past 1,000 lists."""
+        if not isinstance(name, str) or not 1 <= len(name.strip()) <= 255:
+            raise bad_request("name must be 1 to 255 characters.", "contact_lists.name.invalid")
+        if name.lower() in self._list_names:
+            raise error_list(409, "conflict", "A contact list with this name already exists.")
+        if len(self.lists) >= MAX_LISTS:
+            raise bad_request(f"An account can have at most {MAX_LISTS} lists.", "contact_lists.limit")
+        now = iso(time.time())
+        list_id = str(uuid.uuid4())
+        self.lists[list_id] = {
+            "list_id": list_id,
+            "name": name,
+            "description": description or "",
+            "favorite": bool(favorite),
+            "created_at": now,
+            "updated_at": now,
+        }
+        self._list_names[name.lower()] = list_id
+        self.memberships[list_id] = set()
+        return self.lists[list_id]
+
+    def list_json(self, list_id: str, membership: str | None = None) -> dict[str, Any]:
+        """A list as the API returns it; ``membership`` ("all"/"active") adds membership_count."""
+        item = self.lists.get(list_id)
+        if item is None:
+            raise not_found(f"Contact list {list_id[:64]} not found.")
+        out = dict(item)
+        if membership in ("all", "active"):
+            members = self.memberships[list_id]
+            if membership == "active" and self.unsubscribed:
+                out["membership_count"] = len(members - self.unsubscribed)
+            else:
+                out["membership_count"] = len(members)
+        return out
+
+    def find_list_ids(self, name: str | None) -> list[str]:
+        """Ids of every list, or of the one named ``name`` (case-insensitive)."""
+        if name is None:
+            return list(self.lists)
+        list_id = self._list_names.get(name.lower())
+        return [list_id] if list_id else []
+
+    def check_list_ids(self, list_ids: list[str]) -> None:
+        """400 when any id is not a list of this account."""
+        for list_id in list_ids:
+            if list_id not in self.lists:
+                raise bad_request(f"List {list_id[:64]} does not exist.", "list_ids.not_found")
+
+    # -- custom fields -----------------------------------------------------------------------
+
+    def create_custom_field(
+        self, name: str, label: str | None = None, type: str = "string"
+    ) -> dict[str, Any]:
+        """Create a custom field; 409 on a duplicate name, 400 past 100 fields."""
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_]{1,50}", name):
+            raise bad_request("The custom field name is invalid.", "custom_fields.name.invalid")
+        if type not in ("string", "date"):
+            raise bad_request("type must be string or date.", "custom_fields.type.invalid")
+        if name in self.custom_field_names:
+            raise error_list(409, "conflict", "A custom field with this name already exists.")
+        if len(self.custom_fields) >= MAX_CUSTOM_FIELDS:
+            raise bad_request(
+                f"An account can have at most {MAX_CUSTOM_FIELDS} custom fields.", "custom_fields.limit"
+            )
+        now = iso(time.time())
+        field_id = str(uuid.uuid4())
+        self.custom_fields[field_id] = {
+            "custom_field_id": field_id,
+            "label": label or name,
+            "name": name,
+            "type": type,
+            "created_at": now,
+            "updated_at": now,
+        }
+        self.custom_field_names[name] = field_id
+        return self.custom_fields[field_id]
+
+    # -- contacts ----------------------------------------------------------------------------
+
+    def contact_id(self, contact: Contact) -> str:
+        """The UUID-shaped id of a contact (prefix + its index, so ids map back cheaply)."""
+        p = self._contact_id_prefix
+        return f"{p[:8]}-{p[8:12]}-{p[12:16]}-{p[16:20]}-{contact.index:012x}"
+
+    def contact_key_for_id(self, contact_id: Any) -> str | None:
+        """The stored key of a contact id, or None when unknown."""
+        if not isinstance(contact_id, str) or len(contact_id) != 36:
+            return None
+        if contact_id[:23].replace("-", "") != self._contact_id_prefix:
+            return None
+        try:
+            index = int(contact_id[24:], 16)
+        except ValueError:
+            return None
+        return self._contact_keys[index] if index < len(self._contact_keys) else None
+
+    def _add_contact(self, key: str, props: dict[str, Any], now: float) -> Contact:
+        contact = Contact(len(self._contact_keys), props, now)
+        self.contacts[key] = contact
+        self._contact_keys.append(key)
+        return contact
+
+    def mark_unsubscribed(self, emails: list[str]) -> None:
+        """These addresses unsubscribed: imports will not add them to lists (created if unknown)."""
+        now = time.time()
+        for email in emails:
+            key = email.lower()
+            self.unsubscribed.add(key)
+            if key not in self.contacts:
+                self._add_contact(key, {"email": email}, now)
+
+    def contact_lists_of(self, key: str) -> list[str]:
+        """Ids of the lists a contact belongs to."""
+        return [list_id for list_id, members in self.memberships.items() if key in members]
+
+    # -- activities --------------------------------------------------------------------------
+
+    def add_activity(self, activity: Activity) -> Activity:
+        """Store an activity (newest last)."""
+        self.activities[activity.activity_id] = activity
+        return activity
+
+    def get_activity(self, activity_id: str) -> Activity:
+        """An activity brought up to date; 404 when unknown."""
+        activity = self.activities.get(activity_id)
+        if activity is None:
+            raise not_found(f"Activity {activity_id[:64]} not found.")
+        activity.advance(self.processing_rate)
+        return activity
+
+    def set_processing_rate(self, rate: float | None) -> None:
+        """Change the rate, first accounting for elapsed time at the old one."""
+        for activity in self.activities.values():
+            activity.advance(self.processing_rate)
+        self.processing_rate = rate
+
+    def apply_import(self, contacts: list[dict[str, Any]], list_ids: list[str]) -> Activity:
+        """Create or update contacts and add them to the lists; return the new activity.
+
+        Contacts with an invalid email count as correctable, with no email as errors;
+        unsubscribed ones are updated but not added to the lists.
+        """
+        fail_errors, self.fail_next_activity = self.fail_next_activity, None
+        outcomes = bytearray(len(contacts))
+        now = time.time()
+        store = fail_errors is None
+        match = EMAIL_RE.match
+        stored = self.contacts
+        unsubscribed = self.unsubscribed
+        added: list[str] = []
+        for row, props in enumerate(contacts):
+            email = props.get("email")
+            if email:
+                if not match(email):
+                    outcomes[row] = CORRECTABLE
+                    continue
+                key = email.lower()
+            elif props.get("sms_number"):
+                key = "sms:" + props["sms_number"]
+            else:
+                outcomes[row] = ERROR
+                continue
+            if key in unsubscribed:
+                outcomes[row] = CANNOT_ADD
+            elif store:
+                added.append(key)
+            if not store:
+                continue
+            contact = stored.get(key)
+            if contact is None:
+                self._add_contact(key, props, now)
+            else:
+                contact.props.update(props)
+                contact.updated_at = now
+        for list_id in dict.fromkeys(list_ids):
+            self.memberships[list_id].update(added)
+        return self.add_activity(Activity("add_contacts", bytes(outcomes), fail_errors))
+
+    def apply_remove(self, contact_ids: list[Any], list_ids: list[str]) -> Activity:
+        """Remove contacts (by id) from lists; unknown ids count as errors."""
+        outcomes = bytearray(len(contact_ids))  # all OK until marked
+        for row, contact_id in enumerate(contact_ids):
+            key = self.contact_key_for_id(contact_id)
+            if key is None:
+                outcomes[row] = ERROR
+                continue
+            for list_id in list_ids:
+                self.memberships[list_id].discard(key)
+        return self.add_activity(Activity("remove_list_memberships", bytes(outcomes)))
