@@ -1,0 +1,138 @@
+"""Sensor waiting for Constant Contact import activities to finish."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
+from airflow.sdk.exceptions import AirflowSensorTimeout
+
+from airflow_provider_constantcontact.exceptions import ConstantContactImportError
+from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
+from airflow_provider_constantcontact.triggers.constantcontact import ConstantContactImportTrigger
+from airflow_provider_constantcontact.utils.activities import (
+    check_activities,
+    describe_progress,
+    fetch_activities,
+    normalize_activity_ids,
+    summarize_activities,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class ConstantContactImportSensor(BaseSensorOperator):
+    """Wait until Constant Contact import activities finish; return their summary (XCom).
+
+    Succeeds when every activity is ``completed``; fails with the activities' errors as soon as
+    one ends ``failed``, ``cancelled`` or ``timed_out``, or, once all finished, when more than
+    ``max_error_ratio`` of the items were rejected. Each poke costs one API request whatever the
+    number of activities (the activities listing). An empty ``activity_ids`` (e.g. a dry-run
+    export) succeeds at once with an empty summary.
+
+    Works in ``poke`` and ``reschedule`` modes and, with ``deferrable=True``, waits in the
+    triggerer (:class:`ConstantContactImportTrigger`) without holding a worker slot; there the
+    poll interval backs off from ``poke_interval`` up to ``max_poll_interval``.
+
+    :param activity_ids: (templated) one activity id, a list of ids, a JSON string list, or the
+        export operator's ``export.output["activity_ids"]``.
+    :param constantcontact_conn_id: the Constant Contact connection.
+    :param deferrable: wait in the triggerer (default: ``[operators] default_deferrable``).
+    :param poke_interval: seconds between polls (the first ones, when deferred).
+    :param timeout: seconds to wait in all before failing with AirflowSensorTimeout.
+    :param max_error_ratio: (templated) fail when ``error_count / items_total_count`` over all activities
+        exceeds this fraction (``None``: any number of rejected items passes).
+    :param max_poll_interval: cap in seconds of the backed-off interval in deferrable mode.
+    """
+
+    template_fields: Sequence[str] = ("activity_ids", "max_error_ratio")
+    ui_color = "#1856ed"
+    ui_fgcolor = "#ffffff"
+
+    def __init__(
+        self,
+        *,
+        activity_ids: Any,
+        constantcontact_conn_id: str = ConstantContactHook.default_conn_name,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poke_interval: timedelta | float = 60,
+        timeout: timedelta | float = 3600 * 6,
+        max_error_ratio: float | str | None = None,
+        max_poll_interval: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(poke_interval=poke_interval, timeout=timeout, **kwargs)
+        self.activity_ids = activity_ids
+        self.constantcontact_conn_id = constantcontact_conn_id
+        self.deferrable = deferrable
+        self.max_error_ratio = max_error_ratio
+        self.max_poll_interval = max_poll_interval
+
+    def _ids(self) -> list[str]:
+        return normalize_activity_ids(self.activity_ids)
+
+    def _max_error_ratio(self) -> float | None:
+        """The rendered threshold as a number (it may come from a template)."""
+        if self.max_error_ratio is None or self.max_error_ratio == "":
+            return None
+        ratio = float(self.max_error_ratio)
+        if not 0 <= ratio <= 1:
+            raise ValueError(f"max_error_ratio must be between 0 and 1, not {ratio}")
+        return ratio
+
+    def _check(self) -> dict:
+        """Poll once (one request), log progress, raise on failure; return the summary."""
+        ids = self._ids()
+        hook = ConstantContactHook(self.constantcontact_conn_id)
+        summary = summarize_activities(fetch_activities(hook, ids))
+        self.log.info(describe_progress(summary))
+        check_activities(summary, max_error_ratio=self._max_error_ratio())
+        return summary
+
+    def poke(self, context: Context) -> PokeReturnValue:
+        if not self._ids():
+            self.log.info("No import activity to wait for")
+            return PokeReturnValue(is_done=True, xcom_value=summarize_activities({}))
+        summary = self._check()
+        return PokeReturnValue(is_done=summary["done"], xcom_value=summary if summary["done"] else None)
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        ids = self._ids()
+        if not ids:
+            self.log.info("No import activity to wait for")
+            return summarize_activities({})
+        # One poll first: an import that already finished needs no trip through the triggerer.
+        summary = self._check()
+        if summary["done"]:
+            return summary
+        self.defer(
+            trigger=ConstantContactImportTrigger(
+                activity_ids=ids,
+                constantcontact_conn_id=self.constantcontact_conn_id,
+                poll_interval=self.poke_interval,
+                end_time=time.time() + self.timeout,
+                max_error_ratio=self._max_error_ratio(),
+                max_poll_interval=self.max_poll_interval,
+            ),
+            method_name="execute_complete",
+            # The trigger reports its own timeout with the last progress; this is the backstop.
+            timeout=timedelta(seconds=self.timeout + max(self.poke_interval, 60)),
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict:
+        """Resume after the trigger: return the summary, or fail with the trigger's message."""
+        status = event.get("status")
+        if status == "success":
+            summary = event["summary"]
+            self.log.info(describe_progress(summary))
+            return summary
+        if status == "timeout":
+            raise AirflowSensorTimeout(event.get("message") or "Timed out waiting for the import")
+        message = event.get("message") or f"Unexpected trigger event status {status!r}"
+        raise ConstantContactImportError(message)

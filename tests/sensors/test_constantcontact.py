@@ -1,0 +1,224 @@
+"""The import sensor in poke, reschedule and deferrable modes, against the sandbox."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+
+import pytest
+from airflow.sdk.exceptions import AirflowRescheduleException, AirflowSensorTimeout, TaskDeferred
+
+from airflow_provider_constantcontact.exceptions import ConstantContactImportError
+from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
+from airflow_provider_constantcontact.sensors.constantcontact import ConstantContactImportSensor
+from airflow_provider_constantcontact.triggers.constantcontact import ConstantContactImportTrigger
+
+CONN_ID = "constantcontact_default"
+
+
+@pytest.fixture
+def sandbox(constantcontact_sandbox, monkeypatch, airflow_db):
+    monkeypatch.setenv("AIRFLOW_CONN_CONSTANTCONTACT_DEFAULT", constantcontact_sandbox.connection_json())
+    return constantcontact_sandbox
+
+
+def start_imports(sandbox, count: int = 1, contacts_each: int = 5) -> list[str]:
+    hook = ConstantContactHook(CONN_ID)
+    list_id = sandbox.create_list(f"Sensor {time.monotonic_ns()}")
+    return [
+        hook.import_contacts([{"email": f"s{n}.{i}@example.com"} for i in range(contacts_each)], [list_id])[
+            "activity_id"
+        ]
+        for n in range(count)
+    ]
+
+
+def wait_done(sandbox, ids: list[str]) -> None:
+    deadline = time.monotonic() + 30
+    while not all(sandbox.get_activity(i)["state"] == "completed" for i in ids):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def sensor(activity_ids, **kwargs) -> ConstantContactImportSensor:
+    kwargs.setdefault("poke_interval", 0.1)
+    kwargs.setdefault("timeout", 30)
+    return ConstantContactImportSensor(task_id="wait_for_import", activity_ids=activity_ids, **kwargs)
+
+
+def reschedule_context() -> dict:
+    ti = SimpleNamespace(get_first_reschedule_date=lambda context: None)
+    return {"ti": ti}
+
+
+# ----------------------------------------------------------------------------- poke mode
+def test_poke_mode_waits_and_returns_the_summary(sandbox):
+    sandbox.processing_rate = 10  # 10 contacts: about a second
+    ids = start_imports(sandbox, count=2)
+    since = len(sandbox.request_log)
+
+    summary = sensor(ids, mode="poke", deferrable=False).execute({})
+
+    assert summary["done"] is True
+    assert set(summary["activities"]) == set(ids)
+    assert summary["totals"]["items_total_count"] == 10
+    polls = [e for e in sandbox.request_log[since:] if e.path.startswith("/v3/")]
+    assert len(polls) >= 2, "the sensor did not have to wait"
+    assert {e.path.rstrip("/") for e in polls} == {"/v3/activities"}
+
+
+def test_poke_mode_fails_with_the_activity_errors(sandbox):
+    sandbox.fail_next_activity(errors=["Contacts could not be imported: list is locked"])
+    ids = start_imports(sandbox)
+    with pytest.raises(ConstantContactImportError, match="list is locked"):
+        sensor(ids, deferrable=False).execute({})
+
+
+def test_poke_mode_times_out(sandbox):
+    sandbox.processing_rate = 0.01
+    ids = start_imports(sandbox)
+    with pytest.raises(AirflowSensorTimeout):
+        sensor(ids, deferrable=False, timeout=0.5, poke_interval=0.1).execute({})
+
+
+def test_max_error_ratio_fails_an_import_that_rejected_most_contacts(sandbox):
+    hook = ConstantContactHook(CONN_ID)
+    list_id = sandbox.create_list("Mostly invalid")
+    contacts = [{"email": "ok@example.com"}] + [{"email": f"not-an-email-{i}"} for i in range(3)]
+    ids = [hook.import_contacts(contacts, [list_id])["activity_id"]]
+    wait_done(sandbox, ids)
+    record = sandbox.get_activity(ids[0])
+    assert record["status"]["error_count"] >= 3, record["status"]
+
+    with pytest.raises(ConstantContactImportError, match="more than max_error_ratio"):
+        sensor(ids, deferrable=False, max_error_ratio=0.5).execute({})
+    assert sensor(ids, deferrable=False, max_error_ratio="0.9").execute({})["done"] is True
+
+
+@pytest.mark.parametrize("form", ["one id", "list", "json string", "python string", "summary dict"])
+def test_accepts_every_form_of_activity_ids(sandbox, form):
+    ids = start_imports(sandbox, count=2)
+    wait_done(sandbox, ids)
+    value = {
+        "one id": ids[0],
+        "list": ids,
+        "json string": f'["{ids[0]}", "{ids[1]}"]',
+        "python string": str(ids),
+        "summary dict": {"activity_ids": ids, "rows_read": 10},
+    }[form]
+    summary = sensor(value, deferrable=False).execute({})
+    assert set(summary["activities"]) == ({ids[0]} if form == "one id" else set(ids))
+
+
+def test_no_activity_succeeds_at_once_without_a_request(sandbox):
+    since = len(sandbox.request_log)
+    for mode_kwargs in ({"deferrable": False}, {"deferrable": True}):
+        summary = sensor([], **mode_kwargs).execute({})
+        assert summary["activities"] == {}
+        assert summary["done"] is True
+    assert sandbox.request_log[since:] == []
+
+
+# ----------------------------------------------------------------------------- reschedule mode
+def test_reschedule_mode_frees_the_slot_until_done(sandbox):
+    sandbox.processing_rate = 0.5
+    ids = start_imports(sandbox, contacts_each=2)
+    task = sensor(ids, mode="reschedule", deferrable=False, poke_interval=30)
+
+    with pytest.raises(AirflowRescheduleException) as reschedule:
+        task.execute(reschedule_context())
+    assert reschedule.value.reschedule_date > datetime.now(timezone.utc) + timedelta(seconds=20)
+
+    sandbox.processing_rate = None
+    wait_done(sandbox, ids)
+    summary = task.execute(reschedule_context())
+    assert summary["done"] is True
+
+
+def test_reschedule_mode_fails_with_the_activity_errors(sandbox):
+    sandbox.fail_next_activity(errors=["Activity cancelled by support"])
+    ids = start_imports(sandbox)
+    with pytest.raises(ConstantContactImportError, match="Activity cancelled by support"):
+        sensor(ids, mode="reschedule", deferrable=False).execute(reschedule_context())
+
+
+# ----------------------------------------------------------------------------- deferrable mode
+def test_deferrable_mode_defers_to_the_import_trigger(sandbox):
+    sandbox.processing_rate = 0.5
+    ids = start_imports(sandbox, count=2, contacts_each=2)
+    task = sensor(
+        ids, deferrable=True, poke_interval=15, timeout=600, max_error_ratio=0.2, max_poll_interval=90
+    )
+
+    before = time.time()
+    with pytest.raises(TaskDeferred) as deferred:
+        task.execute({})
+
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, ConstantContactImportTrigger)
+    assert deferred.value.method_name == "execute_complete"
+    _, kwargs = trigger.serialize()
+    assert kwargs["activity_ids"] == ids
+    assert kwargs["constantcontact_conn_id"] == CONN_ID
+    assert kwargs["poll_interval"] == 15
+    assert kwargs["max_error_ratio"] == 0.2
+    assert kwargs["max_poll_interval"] == 90
+    assert before + 600 <= kwargs["end_time"] <= time.time() + 600
+    assert deferred.value.timeout >= timedelta(seconds=600)
+
+
+def test_deferrable_mode_does_not_defer_for_a_finished_import(sandbox):
+    ids = start_imports(sandbox)
+    wait_done(sandbox, ids)
+    summary = sensor(ids, deferrable=True).execute({})
+    assert summary["done"] is True
+
+
+def test_deferrable_mode_fails_at_once_for_a_failed_import(sandbox):
+    sandbox.fail_next_activity(errors=["Quota of queued activities reached"])
+    ids = start_imports(sandbox)
+    wait_done_or_failed = time.monotonic() + 30
+    while sandbox.get_activity(ids[0])["state"] not in ("failed", "completed"):
+        assert time.monotonic() < wait_done_or_failed
+        time.sleep(0.05)
+    with pytest.raises(ConstantContactImportError, match="Quota of queued activities reached"):
+        sensor(ids, deferrable=True).execute({})
+
+
+def test_execute_complete_handles_each_event():
+    task = sensor(["a"], deferrable=True)
+    summary = {"activities": {"a": {"state": "completed"}}, "totals": {}, "done": True, "percent_done": 100.0}
+    summary["totals"] = dict.fromkeys(
+        [
+            "items_total_count",
+            "items_completed_count",
+            "person_count",
+            "error_count",
+            "correctable_count",
+            "cannot_add_to_list_count",
+        ],
+        0,
+    )
+
+    assert task.execute_complete({}, {"status": "success", "summary": summary}) == summary
+    with pytest.raises(ConstantContactImportError, match="activity a ended failed: broken"):
+        task.execute_complete(
+            {}, {"status": "error", "message": "activity a ended failed: broken", "summary": None}
+        )
+    with pytest.raises(AirflowSensorTimeout, match="Timed out waiting"):
+        task.execute_complete(
+            {}, {"status": "timeout", "message": "Timed out waiting for a", "summary": None}
+        )
+    with pytest.raises(ConstantContactImportError, match="Unexpected"):
+        task.execute_complete({}, {"status": "weird"})
+
+
+def test_activity_ids_and_threshold_are_templated():
+    assert set(ConstantContactImportSensor.template_fields) == {"activity_ids", "max_error_ratio"}
+
+
+def test_invalid_threshold_is_refused_when_used(sandbox):
+    ids = start_imports(sandbox)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        sensor(ids, deferrable=False, max_error_ratio=1.5).execute({})

@@ -1,0 +1,240 @@
+"""The deferrable import trigger, run on an event loop against the sandbox over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import time
+
+import pytest
+
+from airflow_provider_constantcontact.exceptions import ConstantContactAuthError, ConstantContactServerError
+from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
+from airflow_provider_constantcontact.triggers.constantcontact import ConstantContactImportTrigger
+from airflow_provider_constantcontact.utils.activities import ActivityPoller
+
+CONN_ID = "constantcontact_default"
+
+
+@pytest.fixture
+def sandbox(constantcontact_sandbox, monkeypatch, airflow_db):
+    """The sandbox, reachable through the `constantcontact_default` connection (from the env)."""
+    monkeypatch.setenv("AIRFLOW_CONN_CONSTANTCONTACT_DEFAULT", constantcontact_sandbox.connection_json())
+    return constantcontact_sandbox
+
+
+def start_imports(sandbox, count: int = 2, contacts_each: int = 5) -> list[str]:
+    hook = ConstantContactHook(CONN_ID)
+    list_id = sandbox.create_list(f"Trigger {time.monotonic_ns()}")
+    return [
+        hook.import_contacts([{"email": f"t{n}.{i}@example.com"} for i in range(contacts_each)], [list_id])[
+            "activity_id"
+        ]
+        for n in range(count)
+    ]
+
+
+def make_trigger(
+    ids, *, timeout: float = 30, poll_interval: float = 0.1, **kwargs
+) -> ConstantContactImportTrigger:
+    return ConstantContactImportTrigger(
+        activity_ids=ids,
+        constantcontact_conn_id=CONN_ID,
+        poll_interval=poll_interval,
+        end_time=time.time() + timeout,
+        **kwargs,
+    )
+
+
+async def collect(trigger: ConstantContactImportTrigger, limit: float = 60) -> list[dict]:
+    """Run the trigger to its end; every event's payload, in order."""
+
+    async def run() -> list[dict]:
+        return [event.payload async for event in trigger.run()]
+
+    return await asyncio.wait_for(run(), timeout=limit)
+
+
+def test_serialize_round_trips():
+    trigger = ConstantContactImportTrigger(
+        activity_ids=["a1", "a2"],
+        constantcontact_conn_id="cc_prod",
+        poll_interval=15,
+        end_time=1_900_000_000.5,
+        max_error_ratio=0.25,
+        max_poll_interval=120,
+    )
+    classpath, kwargs = trigger.serialize()
+    assert (
+        classpath == "airflow_provider_constantcontact.triggers.constantcontact.ConstantContactImportTrigger"
+    )
+    assert kwargs == {
+        "activity_ids": ["a1", "a2"],
+        "constantcontact_conn_id": "cc_prod",
+        "poll_interval": 15.0,
+        "end_time": 1_900_000_000.5,
+        "max_error_ratio": 0.25,
+        "max_poll_interval": 120,
+    }
+    module_name, class_name = classpath.rsplit(".", 1)
+    rebuilt = getattr(importlib.import_module(module_name), class_name)(**kwargs)
+    assert rebuilt.serialize() == (classpath, kwargs)
+
+
+def test_serialize_accepts_a_datetime_end_time():
+    from datetime import datetime, timezone
+
+    end = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    trigger = ConstantContactImportTrigger(["a"], CONN_ID, 5, end)
+    assert trigger.serialize()[1]["end_time"] == end.timestamp()
+
+
+async def test_success_yields_one_event_with_the_summary(sandbox):
+    sandbox.processing_rate = 20  # 10 contacts: the first polls see the import running
+    ids = start_imports(sandbox)
+
+    events = await collect(make_trigger(ids, max_error_ratio=0.5))
+
+    assert len(events) == 1
+    assert events[0]["status"] == "success"
+    summary = events[0]["summary"]
+    assert summary["done"] is True
+    assert set(summary["activities"]) == set(ids)
+    assert summary["totals"]["items_total_count"] == 10
+    assert all(a["state"] == "completed" for a in summary["activities"].values())
+
+
+async def test_failed_activity_yields_an_error_event_with_its_errors(sandbox):
+    sandbox.fail_next_activity(errors=["Import file rejected: bad encoding"])
+    ids = start_imports(sandbox, count=1)
+
+    events = await collect(make_trigger(ids))
+
+    assert len(events) == 1
+    assert events[0]["status"] == "error"
+    assert "Import file rejected: bad encoding" in events[0]["message"]
+    assert events[0]["summary"]["activities"][ids[0]]["state"] == "failed"
+
+
+async def test_timeout_event_when_end_time_passes(sandbox):
+    sandbox.processing_rate = 0.01
+    ids = start_imports(sandbox, count=1)
+    started = time.monotonic()
+
+    events = await collect(make_trigger(ids, timeout=1, poll_interval=0.2))
+
+    assert time.monotonic() - started < 5
+    assert len(events) == 1
+    assert events[0]["status"] == "timeout"
+    assert ids[0] in events[0]["message"]
+    assert events[0]["summary"]["done"] is False
+
+
+async def test_transient_error_mid_poll_is_logged_and_polling_goes_on(sandbox, monkeypatch, caplog, capsys):
+    sandbox.processing_rate = 20
+    ids = start_imports(sandbox)
+    real_poll = ActivityPoller.poll
+    calls = []
+
+    def flaky_poll(self, hook):
+        calls.append(1)
+        if len(calls) == 2:  # the hook's own retries are spent: the trigger sees the error
+            raise ConstantContactServerError("Constant Contact answered 503 six times", status=503)
+        return real_poll(self, hook)
+
+    monkeypatch.setattr(ActivityPoller, "poll", flaky_poll)
+    events = await collect(make_trigger(ids))
+
+    assert [e["status"] for e in events] == ["success"]
+    assert len(calls) >= 3
+    # The trigger logs through Airflow's structured logger (stdout here, the trigger log in Airflow).
+    assert "Polling Constant Contact activities failed, will retry" in capsys.readouterr().out + caplog.text
+
+
+async def test_dropped_connections_mid_poll_do_not_end_the_wait(sandbox):
+    """Real HTTP faults: the hook retries dropped connections; the trigger still succeeds."""
+    ids = start_imports(sandbox, count=1)
+    sandbox.drop_next(2, path_prefix="/v3/activities")
+    events = await collect(make_trigger(ids))
+    assert [e["status"] for e in events] == ["success"]
+
+
+async def test_non_transient_error_ends_with_an_error_event(sandbox, monkeypatch):
+    ids = start_imports(sandbox, count=1)
+
+    def refused(self, hook):
+        raise ConstantContactAuthError("The refresh token was revoked: re-authorise the connection")
+
+    monkeypatch.setattr(ActivityPoller, "poll", refused)
+    events = await collect(make_trigger(ids))
+    assert events == [
+        {
+            "status": "error",
+            "message": "The refresh token was revoked: re-authorise the connection",
+            "summary": None,
+        }
+    ]
+
+
+async def test_unknown_connection_ends_with_an_error_event(sandbox):
+    trigger = ConstantContactImportTrigger(["a"], "no_such_connection", 0.1, time.time() + 10)
+    events = await collect(trigger)
+    assert len(events) == 1
+    assert events[0]["status"] == "error"
+    assert "no_such_connection" in events[0]["message"]
+
+
+async def test_blocking_http_runs_off_the_event_loop(sandbox, monkeypatch):
+    ids = start_imports(sandbox, count=1)
+    real_poll = ActivityPoller.poll
+
+    def slow_poll(self, hook):
+        time.sleep(0.5)  # a slow API call
+        return real_poll(self, hook)
+
+    monkeypatch.setattr(ActivityPoller, "poll", slow_poll)
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.02)
+            ticks += 1
+
+    ticking = asyncio.create_task(ticker())
+    started = time.monotonic()
+    events = await collect(make_trigger(ids))
+    elapsed = time.monotonic() - started
+    ticking.cancel()
+
+    assert events[0]["status"] == "success"
+    # The loop kept running while the poll slept in its thread.
+    assert ticks >= (elapsed / 0.02) * 0.5
+
+
+async def test_restart_re_polls_by_id(sandbox):
+    """A triggerer restart rebuilds the trigger from its serialized kwargs and carries on."""
+    sandbox.processing_rate = 5  # 5 contacts: about a second
+    ids = start_imports(sandbox, count=1)
+    first = make_trigger(ids, poll_interval=0.1)
+
+    with pytest.raises(asyncio.TimeoutError):
+        await collect(first, limit=0.3)  # the triggerer dies mid-wait
+
+    classpath, kwargs = first.serialize()
+    events = await collect(ConstantContactImportTrigger(**kwargs))
+    assert events[0]["status"] == "success"
+    assert set(events[0]["summary"]["activities"]) == set(ids)
+
+
+async def test_one_request_per_poll(sandbox):
+    sandbox.processing_rate = 10
+    ids = start_imports(sandbox, count=4, contacts_each=3)  # about 1.2 s
+    since = len(sandbox.request_log)
+
+    events = await collect(make_trigger(ids, poll_interval=0.2, max_poll_interval=0.2))
+
+    assert events[0]["status"] == "success"
+    paths = [e.path.rstrip("/") for e in sandbox.request_log[since:] if e.path.startswith("/v3/")]
+    assert paths, "no poll was made"
+    assert set(paths) == {"/v3/activities"}

@@ -1,0 +1,337 @@
+"""Import completion logic: one request per poll, summaries, failure checks, the blocking wait."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from airflow_provider_constantcontact.exceptions import (
+    ConstantContactImportError,
+    ConstantContactQuotaExceededError,
+    ConstantContactServerError,
+)
+from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
+from airflow_provider_constantcontact.utils import activities
+from airflow_provider_constantcontact.utils.activities import (
+    ActivityPoller,
+    check_activities,
+    fetch_activities,
+    next_poll_interval,
+    normalize_activity_ids,
+    summarize_activities,
+    wait_for_activities,
+)
+
+
+@pytest.fixture(autouse=True)
+def _metadata_db(airflow_db):
+    """The hook keeps its tokens in an Airflow Variable: give it a migrated DB."""
+
+
+def make_hook(sandbox) -> ConstantContactHook:
+    conn = sandbox.connection_dict()
+    from airflow.sdk import Connection
+
+    connection = Connection(
+        conn_id="constantcontact_default",
+        conn_type=conn["conn_type"],
+        login=conn["login"],
+        password=conn["password"],
+        extra=json.dumps(conn["extra"]),
+    )
+    return ConstantContactHook(
+        connection=connection, backoff_initial=0.01, backoff_max=0.05, backoff_jitter=0
+    )
+
+
+def start_imports(sandbox, hook: ConstantContactHook, count: int, contacts_each: int = 3) -> list[str]:
+    list_id = sandbox.create_list(f"Activities {time.monotonic_ns()}")
+    ids = []
+    for n in range(count):
+        contacts = [{"email": f"user{n}.{i}@example.com", "first_name": "Ann"} for i in range(contacts_each)]
+        ids.append(hook.import_contacts(contacts, [list_id])["activity_id"])
+    return ids
+
+
+def activity_requests(sandbox, since: int) -> list:
+    return [
+        entry for entry in sandbox.request_log[since:] if entry.path.rstrip("/").startswith("/v3/activities")
+    ]
+
+
+def activity(activity_id: str, state: str = "completed", **status: int) -> dict:
+    return {
+        "activity_id": activity_id,
+        "state": state,
+        "percent_done": 100 if state == "completed" else 40,
+        "activity_errors": [],
+        "status": {"items_total_count": 10, "items_completed_count": 10, **status},
+    }
+
+
+class FakeHook:
+    """Stands in for the hook where the listing must hold what the sandbox cannot easily make."""
+
+    def __init__(self, listing: list[dict], by_id: dict[str, dict] | None = None) -> None:
+        self.listing = listing
+        self.by_id = by_id or {}
+        self.listing_items_read = 0
+        self.listing_calls = 0
+        self.get_calls: list[str] = []
+
+    def iter_activities(self, *, state: str | None = None, limit: int = 500) -> Iterator[dict]:
+        self.listing_calls += 1
+        for item in self.listing:
+            self.listing_items_read += 1
+            yield item
+
+    def get_activity(self, activity_id: str) -> dict:
+        self.get_calls.append(activity_id)
+        return self.by_id[activity_id]
+
+
+# ----------------------------------------------------------------------------- against the sandbox
+def test_one_listing_request_per_poll_for_many_activities(constantcontact_sandbox):
+    hook = make_hook(constantcontact_sandbox)
+    ids = start_imports(constantcontact_sandbox, hook, 12)
+    since = len(constantcontact_sandbox.request_log)
+
+    found = fetch_activities(hook, ids)
+
+    requests_made = activity_requests(constantcontact_sandbox, since)
+    assert [(r.method, r.path.rstrip("/")) for r in requests_made] == [("GET", "/v3/activities")]
+    assert requests_made[0].query.get("limit") == "500"
+    assert list(found) == ids
+    assert all(found[i]["activity_id"] == i for i in ids)
+
+
+def test_poller_stops_asking_for_finished_activities(constantcontact_sandbox):
+    hook = make_hook(constantcontact_sandbox)
+    ids = start_imports(constantcontact_sandbox, hook, 3)
+    poller = ActivityPoller(ids)
+    deadline = time.monotonic() + 30
+    while not (summary := poller.poll(hook))["done"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    since = len(constantcontact_sandbox.request_log)
+
+    assert poller.poll(hook) == summary
+    assert activity_requests(constantcontact_sandbox, since) == []
+    assert summary["totals"]["items_total_count"] == 9
+    assert {entry["state"] for entry in summary["activities"].values()} == {"completed"}
+
+
+def test_wait_for_activities_polls_once_per_interval_and_logs_progress(constantcontact_sandbox, caplog):
+    sandbox = constantcontact_sandbox
+    hook = make_hook(sandbox)
+    sandbox.processing_rate = 10  # 20 contacts: about 2 s
+    ids = start_imports(sandbox, hook, 2, contacts_each=10)
+    since = len(sandbox.request_log)
+
+    with caplog.at_level(logging.INFO, logger=activities.__name__):
+        summary = wait_for_activities(hook, ids, poll_interval=0.3, timeout=60, max_poll_interval=0.5)
+
+    assert summary["done"] is True
+    assert summary["percent_done"] == 100.0
+    assert summary["totals"]["items_total_count"] == 20
+    polls = activity_requests(sandbox, since)
+    assert polls, "no poll was made"
+    assert all(r.path.rstrip("/") == "/v3/activities" for r in polls), "fell back to per-id requests"
+    # One request per poll: about 2 s of processing at 0.3-0.5 s intervals.
+    assert 2 <= len(polls) <= 12
+    progress = [r.getMessage() for r in caplog.records if "% done" in r.getMessage()]
+    assert len(progress) == len(polls)
+    assert "100.0% done" in progress[-1]
+
+
+def test_wait_for_activities_fails_with_the_activity_errors(constantcontact_sandbox):
+    sandbox = constantcontact_sandbox
+    hook = make_hook(sandbox)
+    sandbox.fail_next_activity(errors=["The file contains an invalid column"])
+    ids = start_imports(sandbox, hook, 1)
+
+    with pytest.raises(ConstantContactImportError, match="The file contains an invalid column") as err:
+        wait_for_activities(hook, ids, poll_interval=0.1, timeout=30)
+    assert ids[0] in str(err.value)
+    assert "failed" in str(err.value)
+
+
+def test_wait_for_activities_times_out(constantcontact_sandbox):
+    sandbox = constantcontact_sandbox
+    hook = make_hook(sandbox)
+    sandbox.processing_rate = 0.01
+    ids = start_imports(sandbox, hook, 1)
+
+    started = time.monotonic()
+    with pytest.raises(ConstantContactImportError, match="Timed out"):
+        wait_for_activities(hook, ids, poll_interval=0.2, timeout=1)
+    assert time.monotonic() - started < 5
+
+
+def test_wait_for_activities_rides_out_a_transient_error(constantcontact_sandbox, monkeypatch):
+    sandbox = constantcontact_sandbox
+    hook = make_hook(sandbox)
+    ids = start_imports(sandbox, hook, 1)
+    real_fetch = activities.fetch_activities
+    calls = []
+
+    def flaky_fetch(hook, activity_ids):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConstantContactServerError("Constant Contact kept answering 503", status=503)
+        return real_fetch(hook, activity_ids)
+
+    monkeypatch.setattr(activities, "fetch_activities", flaky_fetch)
+    summary = wait_for_activities(hook, ids, poll_interval=0.05, timeout=30)
+    assert summary["done"]
+    assert len(calls) >= 2
+
+
+def test_wait_for_activities_fails_fast_when_the_quota_is_used_up(constantcontact_sandbox):
+    sandbox = constantcontact_sandbox
+    hook = make_hook(sandbox)
+    ids = start_imports(sandbox, hook, 1)
+    sandbox.exhaust_daily_quota()
+    with pytest.raises(ConstantContactQuotaExceededError):
+        wait_for_activities(hook, ids, poll_interval=0.05, timeout=30)
+
+
+# ----------------------------------------------------------------------------- paging and fallback
+def test_falls_back_to_per_id_lookups_only_for_ids_the_listing_lacks():
+    listing = [activity(f"listed-{n}") for n in range(30)]
+    hook = FakeHook(listing, by_id={"old-1": activity("old-1", "processing")})
+
+    found = fetch_activities(hook, ["listed-3", "old-1", "listed-7"])
+
+    assert hook.listing_calls == 1
+    assert hook.get_calls == ["old-1"]
+    assert list(found) == ["listed-3", "old-1", "listed-7"]
+    assert found["old-1"]["state"] == "processing"
+
+
+def test_stops_reading_the_listing_once_every_id_is_seen():
+    hook = FakeHook([activity(f"a{n}") for n in range(2000)])
+    fetch_activities(hook, ["a1", "a2"])
+    assert hook.listing_items_read == 3
+    assert hook.get_calls == []
+
+
+def test_pages_no_further_than_the_per_id_lookups_would_cost():
+    # 1,500 unrelated activities (3 pages): one missing id costs one page, then one look-up.
+    listing = [activity(f"other-{n}") for n in range(1500)]
+    hook = FakeHook(listing, by_id={"mine": activity("mine")})
+    fetch_activities(hook, ["mine"])
+    assert hook.listing_items_read == 500
+    assert hook.get_calls == ["mine"]
+
+    # Three missing ids are worth up to three pages before falling back.
+    hook = FakeHook(listing, by_id={k: activity(k) for k in ("x", "y", "z")})
+    fetch_activities(hook, ["x", "y", "z"])
+    assert hook.listing_items_read == 1500
+    assert hook.get_calls == ["x", "y", "z"]
+
+
+def test_terminal_listing_entry_without_counters_is_fetched_by_id_once():
+    bare = {"activity_id": "a", "state": "completed", "percent_done": 100}
+    hook = FakeHook([bare], by_id={"a": activity("a", person_count=10)})
+    found = fetch_activities(hook, ["a"])
+    assert hook.get_calls == ["a"]
+    assert found["a"]["status"]["person_count"] == 10
+
+
+# ----------------------------------------------------------------------------- summaries and checks
+def test_summary_is_json_serialisable_with_totals_and_weighted_percent():
+    summary = summarize_activities(
+        {
+            "a": {
+                "state": "processing",
+                "percent_done": 50,
+                "status": {"items_total_count": 300, "items_completed_count": 150, "error_count": 3},
+            },
+            "b": activity("b", items_total_count=100, items_completed_count=100, error_count=1),
+        }
+    )
+    assert json.loads(json.dumps(summary)) == summary
+    assert summary["done"] is False
+    assert summary["percent_done"] == 62.5  # (300 * 50 + 100 * 100) / 400
+    assert summary["totals"]["items_total_count"] == 400
+    assert summary["totals"]["error_count"] == 4
+    assert summary["totals"]["cannot_add_to_list_count"] == 0
+    assert summary["activities"]["b"]["state"] == "completed"
+
+
+def test_summary_redacts_email_addresses_in_activity_errors():
+    record = activity("a", "failed")
+    record["activity_errors"] = ["Line 2: jane.doe@example.com is not allowed"]
+    summary = summarize_activities({"a": record})
+    assert summary["activities"]["a"]["activity_errors"] == ["Line 2: <email> is not allowed"]
+
+
+@pytest.mark.parametrize("state", ["failed", "cancelled", "timed_out"])
+def test_check_raises_for_an_activity_that_ended_badly(state):
+    bad = activity("bad", state)
+    bad["activity_errors"] = ["Something broke", "and this too"]
+    summary = summarize_activities({"ok": activity("ok"), "bad": bad})
+    with pytest.raises(ConstantContactImportError, match=f"bad ended {state}: Something broke; and this too"):
+        check_activities(summary)
+
+
+def test_check_fails_a_still_running_import_as_soon_as_one_activity_failed():
+    summary = summarize_activities(
+        {"running": activity("running", "processing"), "bad": activity("bad", "failed")}
+    )
+    assert summary["done"] is False
+    with pytest.raises(ConstantContactImportError, match="no error details given"):
+        check_activities(summary)
+
+
+def test_max_error_ratio_is_checked_once_done():
+    mostly_rejected = activity("a", items_total_count=100, error_count=60, correctable_count=55)
+    summary = summarize_activities({"a": mostly_rejected})
+    check_activities(summary)  # no threshold: passes
+    check_activities(summary, max_error_ratio=0.6)
+    with pytest.raises(ConstantContactImportError, match=r"rejected 60 of 100 items \(60.0%\)"):
+        check_activities(summary, max_error_ratio=0.5)
+
+    running = summarize_activities({"a": {**mostly_rejected, "state": "processing"}})
+    check_activities(running, max_error_ratio=0.1)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("abc", ["abc"]),
+        (["a", "b", "a"], ["a", "b"]),
+        ('["a", "b"]', ["a", "b"]),
+        ("['a', 'b']", ["a", "b"]),
+        ((x for x in ["a"]), ["a"]),
+        ({"activity_ids": ["a"]}, ["a"]),
+        (None, []),
+        ("", []),
+        ([], []),
+    ],
+)
+def test_normalize_activity_ids(value, expected):
+    assert normalize_activity_ids(value) == expected
+
+
+def test_normalize_activity_ids_rejects_garbage():
+    with pytest.raises(ValueError, match="not a valid list"):
+        normalize_activity_ids("[not, a list")
+    with pytest.raises(TypeError):
+        normalize_activity_ids(42)
+
+
+def test_poll_interval_backs_off_to_a_cap():
+    intervals = [10.0]
+    for _ in range(12):
+        intervals.append(next_poll_interval(intervals[-1], 10))
+    assert intervals[1] == 15
+    assert intervals[-1] == 300
+    assert all(b >= a for a, b in zip(intervals, intervals[1:], strict=False))
+    assert next_poll_interval(5, 5, max_poll_interval=6) == 6
+    assert next_poll_interval(600, 600) == 600  # a poll interval above the cap is kept
