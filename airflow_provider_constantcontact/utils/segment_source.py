@@ -1,0 +1,139 @@
+"""Resolve a segment source (file, folder, glob; local path or object-storage URI) to a dataset.
+
+The export reads only the columns it needs, batch by batch, so the source is opened as a
+``pyarrow.dataset`` over an explicit, sorted list of Parquet files. Files may have differing but
+compatible schemas (e.g. ``int32`` vs ``int64``, ``string`` vs ``large_string``): the needed
+columns are unified with Arrow's permissive promotion. Every problem names the file concerned.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from airflow_provider_constantcontact.exceptions import ConstantContactError
+
+LOCAL_PROTOCOLS = frozenset({"", "file", "local"})
+GLOB_CHARS = frozenset("*?[")
+# Like pyarrow.dataset's defaults: "_SUCCESS", "_metadata", ".crc" files are not data.
+IGNORED_PREFIXES = (".", "_")
+
+
+class SegmentSourceError(ConstantContactError):
+    """The segment source cannot be read: no files, an unreadable or non-Parquet file, bad columns."""
+
+
+@dataclass
+class SegmentSource:
+    """The resolved Parquet files of a segment and the filesystem they live on."""
+
+    uri: str
+    files: list[str]
+    filesystem: pafs.FileSystem
+    schemas: list[pa.Schema]
+
+    @property
+    def available_columns(self) -> list[str]:
+        """Column names present in at least one file, in first-seen order."""
+        names: dict[str, None] = {}
+        for schema in self.schemas:
+            names.update(dict.fromkeys(schema.names))
+        return list(names)
+
+    def dataset(self, columns: Sequence[str]) -> ds.Dataset:
+        """A dataset over every file, restricted to ``columns`` with a unified schema.
+
+        Raises SegmentSourceError when a column is missing from a file (listing that file's
+        columns) or when two files hold a column with incompatible types.
+        """
+        columns = list(dict.fromkeys(columns))
+        fields = []
+        for column in columns:
+            typed: list[tuple[str, pa.Field]] = []
+            for path, schema in zip(self.files, self.schemas, strict=True):
+                if column not in schema.names:
+                    raise SegmentSourceError(
+                        f"Column {column!r} is missing from {path}; its columns are: "
+                        f"{', '.join(schema.names)}"
+                    )
+                typed.append((path, schema.field(column)))
+            try:
+                unified = pa.unify_schemas(
+                    [pa.schema([field]) for _, field in typed], promote_options="permissive"
+                )
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as err:
+                kinds = "; ".join(f"{path}: {field.type}" for path, field in typed)
+                raise SegmentSourceError(
+                    f"Column {column!r} has incompatible types across files ({kinds})"
+                ) from err
+            fields.append(unified.field(column))
+        return ds.dataset(self.files, schema=pa.schema(fields), format="parquet", filesystem=self.filesystem)
+
+
+def _as_list(source: str | Sequence[str]) -> list[str]:
+    if isinstance(source, str):
+        return [source]
+    return [str(item) for item in source]
+
+
+def _is_data_file(relative_path: str) -> bool:
+    """False for ``_SUCCESS``, ``.crc`` and anything inside a ``_``/``.`` folder."""
+    return not any(part.startswith(IGNORED_PREFIXES) for part in relative_path.split("/"))
+
+
+def resolve_segment_source(source: str | Sequence[str], *, conn_id: str | None = None) -> SegmentSource:
+    """Find the Parquet files of ``source`` and read their schemas (footers only).
+
+    ``source`` is a file, a folder (all files below it, recursively, except names starting with
+    ``.`` or ``_``), or a glob; a local path or any URI ``ObjectStoragePath`` understands
+    (``file://``, ``s3://``, ...; ``conn_id`` supplies credentials). A list combines several.
+    All entries must be on the same filesystem.
+    """
+    from airflow.sdk import ObjectStoragePath
+
+    files: list[str] = []
+    fsspec_fs: Any = None
+    protocol = ""
+    for entry in _as_list(source):
+        entry = entry.strip()
+        if not entry:
+            raise SegmentSourceError("The segment source is empty")
+        path = ObjectStoragePath(entry, conn_id=conn_id) if conn_id else ObjectStoragePath(entry)
+        fs, root = path.fs, path.path
+        if fsspec_fs is None:
+            fsspec_fs, protocol = fs, path.protocol or ""
+        elif path.protocol != protocol:
+            raise SegmentSourceError(
+                f"All segment sources must use one filesystem, got {protocol!r} and {entry!r}"
+            )
+        if any(char in GLOB_CHARS for char in root):
+            found = [p for p in fs.glob(root) if fs.isfile(p)]
+        elif fs.isdir(root):
+            found = [p for p in fs.find(root) if _is_data_file(posixpath.relpath(p, root))]
+        elif fs.isfile(root):
+            found = [root]
+        else:
+            raise SegmentSourceError(f"Segment source {entry} does not exist")
+        if not found:
+            raise SegmentSourceError(f"No Parquet files found at {entry}")
+        files.extend(sorted(p for p in found if p not in files))
+    filesystem: pafs.FileSystem
+    if protocol in LOCAL_PROTOCOLS:
+        filesystem = pafs.LocalFileSystem()
+    else:
+        filesystem = pafs.PyFileSystem(pafs.FSSpecHandler(fsspec_fs))
+    schemas = []
+    for file in files:
+        try:
+            with filesystem.open_input_file(file) as handle:
+                schemas.append(pq.read_schema(handle))
+        except (pa.ArrowException, OSError) as err:
+            raise SegmentSourceError(f"Cannot read {file} as Parquet: {err}") from err
+    return SegmentSource(uri=", ".join(_as_list(source)), files=files, filesystem=filesystem, schemas=schemas)
