@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import unquote
 
 import requests
 import tenacity
@@ -32,7 +33,8 @@ from airflow_provider_constantcontact.exceptions import (
 log = logging.getLogger(__name__)
 
 DAILY_QUOTA = 10_000
-_EMAIL_RE = re.compile(r"[^\s@\"'<>(),;:]+@[^\s@\"'<>(),;:]+\.[A-Za-z0-9-]+")
+# Local parts limited to the usual characters, so "?email=a.b@x.org" redacts only the address.
+_EMAIL_RE = re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _MAX_ERROR_MESSAGE = 300
 
 
@@ -155,6 +157,28 @@ def error_for_response(
     return ConstantContactError(message, **kwargs)
 
 
+class _RedactEmails(logging.Filter):
+    """Redact email addresses from urllib3's debug lines, which carry request URLs with queries."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "%40" in message.upper():
+            message = unquote(message)
+        if "@" in message:
+            record.msg, record.args = _EMAIL_RE.sub("<email>", message), ()
+        return True
+
+
+_URLLIB3_FILTER = _RedactEmails()
+
+
+def _install_urllib3_filter() -> None:
+    # ``GET /v3/contacts?email=...`` would otherwise put an address in a DEBUG log line.
+    logger = logging.getLogger("urllib3.connectionpool")
+    if _URLLIB3_FILTER not in logger.filters:
+        logger.addFilter(_URLLIB3_FILTER)
+
+
 # ------------------------------------------------------------------------------------------- retries
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -203,6 +227,7 @@ class HttpClient:
         policy: RetryPolicy,
         user_agent: str,
     ) -> None:
+        _install_urllib3_filter()
         self.session = requests.Session()
         self.session.headers["User-Agent"] = user_agent
         self.session.headers["Accept"] = "application/json"
