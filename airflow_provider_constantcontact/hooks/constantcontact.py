@@ -52,6 +52,7 @@ MAX_IMPORT_CONTACTS = 40_000
 MAX_LISTS_PER_REQUEST = 50
 MAX_CONTACT_IDS_PER_REMOVAL = 500
 REQUIRED_SCOPES = ("contact_data", "offline_access")
+MASKED_VALUE = "***"
 
 
 class ConstantContactHook(BaseHook):
@@ -112,15 +113,27 @@ class ConstantContactHook(BaseHook):
     def _extra(self) -> dict[str, Any]:
         return self.connection.extra_dejson or {}
 
+    def _url_setting(self, name: str, default: str) -> str:
+        # The UI masks values of extra fields whose name contains "token", so a new connection
+        # saved from the form can carry the placeholder "***" instead of the default URL.
+        value = str(self._extra.get(name) or "").strip()
+        if value in ("", MASKED_VALUE):
+            return default
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(
+                f"Connection '{self.constantcontact_conn_id}': {name} must be an http(s) URL, got {value!r}"
+            )
+        return value
+
     @cached_property
     def api_base_url(self) -> str:
         """Root of the V3 API, without a trailing slash."""
-        return (self._extra.get("api_base_url") or DEFAULT_API_BASE_URL).rstrip("/")
+        return self._url_setting("api_base_url", DEFAULT_API_BASE_URL).rstrip("/")
 
     @cached_property
     def token_url(self) -> str:
         """OAuth2 token endpoint."""
-        return self._extra.get("token_url") or DEFAULT_TOKEN_URL
+        return self._url_setting("token_url", DEFAULT_TOKEN_URL)
 
     @cached_property
     def max_requests_per_second(self) -> float:
