@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_LIST_IDS = 50
-READ_BATCH_ROWS = 128 * 1024
+READ_BATCH_ROWS = 32 * 1024
 # Bodies queued for the sender thread beyond the one being sent: building overlaps sending,
 # and at most a few 4 MB bodies are alive at once.
 MAX_QUEUED_BODIES = 2
@@ -317,6 +317,7 @@ class _Export:
             batch_size=READ_BATCH_ROWS,
             batch_readahead=2,
             fragment_readahead=1,
+            use_threads=False,
         )
 
     def _row_numbers(self, offset: int, length: int) -> pa.Array:

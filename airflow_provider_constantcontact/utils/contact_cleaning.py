@@ -181,12 +181,11 @@ class ContactPlan:
 
 
 def _as_string(values: pa.Array) -> pa.Array:
-    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
-        return values
+    """Any column as ``string`` (dictionary-decoded; numbers, dates ... in Arrow's text form)."""
     if pa.types.is_dictionary(values.type):
         values = values.dictionary_decode()
-        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
-            return values
+    if pa.types.is_string(values.type):
+        return values
     return pc.cast(values, pa.string())
 
 

@@ -1,7 +1,8 @@
 """Cut encoded contacts into import request bodies of at most 4 MB and 40,000 contacts.
 
 Constant Contact imports only the first 4 MB of a larger body and silently drops the rest, so the
-bytes are counted exactly (limit: :data:`MAX_BODY_BYTES`): ``{"import_data":[`` + contacts joined by ``,`` + ``],"list_ids":[...]}``.
+bytes are counted exactly (limit: :data:`MAX_BODY_BYTES`): ``{"import_data":[`` + contacts joined
+by ``,`` + ``],"list_ids":[...]}``.
 Contacts are packed greedily in order, which gives the fewest requests any in-order split can.
 """
 

@@ -114,7 +114,8 @@ def resolve_segment_source(source: str | Sequence[str], *, conn_id: str | None =
                 f"All segment sources must use one filesystem, got {protocol!r} and {entry!r}"
             )
         if any(char in GLOB_CHARS for char in root):
-            found = [p for p in fs.glob(root) if fs.isfile(p)]
+            static = root[: min(root.index(char) for char in GLOB_CHARS if char in root)].rpartition("/")[0]
+            found = [p for p in fs.glob(root) if fs.isfile(p) and _is_data_file(posixpath.relpath(p, static))]
         elif fs.isdir(root):
             found = [p for p in fs.find(root) if _is_data_file(posixpath.relpath(p, root))]
         elif fs.isfile(root):
