@@ -23,7 +23,7 @@ from airflow_provider_constantcontact.sandbox.constants import (
 )
 from airflow_provider_constantcontact.sandbox.errors import bad_request, error_list, not_found
 from airflow_provider_constantcontact.sandbox.imports import parse_json_body, take_import, validate_contacts
-from airflow_provider_constantcontact.sandbox.state import Contact, SandboxState
+from airflow_provider_constantcontact.sandbox.state import CREATED, UPDATED, SandboxState
 
 _MAX_SNAPSHOTS = 64
 _CONTACT_FIELDS = (
@@ -264,13 +264,12 @@ class Api:
 
         return self._page(request, "contacts", items, render, default_limit=50, max_limit=500, extra=extra)
 
-    def _contact_json(self, key: str, contact: Contact, include: str) -> dict[str, Any]:
+    def _contact_json(self, key: str, props: dict[str, Any], include: str) -> dict[str, Any]:
         state = self.state
-        props = contact.props
         unsubscribed = key in state.unsubscribed
-        created, updated = iso(contact.created_at), iso(contact.updated_at)
+        created, updated = iso(props[CREATED]), iso(props[UPDATED])
         out: dict[str, Any] = {
-            "contact_id": state.contact_id(contact),
+            "contact_id": state.contact_id(props),
             "email_address": {
                 "address": props.get("email"),
                 "permission_to_send": "unsubscribed" if unsubscribed else "implicit",

@@ -27,7 +27,7 @@ from airflow_provider_constantcontact.sandbox.server import (
     RequestLogEntry,
     SandboxHTTPServer,
 )
-from airflow_provider_constantcontact.sandbox.state import SandboxState
+from airflow_provider_constantcontact.sandbox.state import SandboxState, public_props
 
 
 class ConstantContactSandbox:
@@ -287,8 +287,8 @@ class ConstantContactSandbox:
                 raise KeyError(f"unknown list id {list_id}")
             out = {}
             for key in members:
-                props = self.state.contacts[key].props
-                out[props.get("email") or key] = {k: v for k, v in props.items() if k != "email"}
+                props = public_props(self.state.contacts[key])
+                out[props.pop("email", None) or key] = props
             return out
 
     def contact_id(self, email: str) -> str:

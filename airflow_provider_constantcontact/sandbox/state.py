@@ -15,16 +15,15 @@ from airflow_provider_constantcontact.sandbox.constants import MAX_CUSTOM_FIELDS
 from airflow_provider_constantcontact.sandbox.errors import bad_request, error_list, not_found
 from airflow_provider_constantcontact.sandbox.imports import EMAIL_RE
 
+#: Internal keys of a stored contact record, next to its import properties. Records are plain
+#: dicts of atomic values so the garbage collector untracks them: a million of them must not
+#: make every full collection scan a million objects.
+INDEX, CREATED, UPDATED = "_index", "_created", "_updated"
 
-class Contact:
-    """A stored contact: its import properties (``email``, ``first_name``, ``cf:<name>``, ...)."""
 
-    __slots__ = ("created_at", "index", "props", "updated_at")
-
-    def __init__(self, index: int, props: dict[str, Any], now: float) -> None:
-        self.index = index
-        self.props = props
-        self.created_at = self.updated_at = now
+def public_props(record: dict[str, Any]) -> dict[str, Any]:
+    """A record's import properties (``email``, ``first_name``, ``cf:<name>``, ...)."""
+    return {k: v for k, v in record.items() if k[0] != "_"}
 
 
 class SandboxState:
@@ -35,7 +34,7 @@ class SandboxState:
         self._list_names: dict[str, str] = {}
         self.custom_fields: dict[str, dict[str, Any]] = {}
         self.custom_field_names: dict[str, str] = {}
-        self.contacts: dict[str, Contact] = {}
+        self.contacts: dict[str, dict[str, Any]] = {}
         self._contact_keys: list[str] = []
         self._contact_id_prefix = uuid.uuid4().hex[:20]
         self.memberships: dict[str, set[str]] = {}
@@ -128,10 +127,10 @@ class SandboxState:
 
     # -- contacts ----------------------------------------------------------------------------
 
-    def contact_id(self, contact: Contact) -> str:
+    def contact_id(self, record: dict[str, Any]) -> str:
         """The UUID-shaped id of a contact (prefix + its index, so ids map back cheaply)."""
         p = self._contact_id_prefix
-        return f"{p[:8]}-{p[8:12]}-{p[12:16]}-{p[16:20]}-{contact.index:012x}"
+        return f"{p[:8]}-{p[8:12]}-{p[12:16]}-{p[16:20]}-{record[INDEX]:012x}"
 
     def contact_key_for_id(self, contact_id: Any) -> str | None:
         """The stored key of a contact id, or None when unknown."""
@@ -145,11 +144,12 @@ class SandboxState:
             return None
         return self._contact_keys[index] if index < len(self._contact_keys) else None
 
-    def _add_contact(self, key: str, props: dict[str, Any], now: float) -> Contact:
-        contact = Contact(len(self._contact_keys), props, now)
-        self.contacts[key] = contact
+    def _add_contact(self, key: str, props: dict[str, Any], now: float) -> None:
+        """Store ``props`` itself (no copy) as the record of a new contact."""
+        props[INDEX] = len(self._contact_keys)
+        props[CREATED] = props[UPDATED] = now
+        self.contacts[key] = props
         self._contact_keys.append(key)
-        return contact
 
     def mark_unsubscribed(self, emails: list[str]) -> None:
         """These addresses unsubscribed: imports will not add them to lists (created if unknown)."""
@@ -221,8 +221,8 @@ class SandboxState:
             if contact is None:
                 self._add_contact(key, props, now)
             else:
-                contact.props.update(props)
-                contact.updated_at = now
+                contact.update(props)
+                contact[UPDATED] = now
         for list_id in dict.fromkeys(list_ids):
             self.memberships[list_id].update(added)
         return self.add_activity(Activity("add_contacts", bytes(outcomes), fail_errors))
