@@ -122,7 +122,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    with sandbox:
+    try:
+        sandbox.start()
+    except OSError as exc:
+        print(f"constantcontact-sandbox: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    try:
         lines = [
             f"Constant Contact sandbox running at {sandbox.base_url}",
             f"  API base URL:         {sandbox.api_base_url}",
@@ -148,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n".join(lines), flush=True)
         while not stop.wait(0.5):
             pass
+    finally:
+        sandbox.stop()
     print("Constant Contact sandbox stopped.", flush=True)
     return 0
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import requests
 
 from tests.sandbox.conftest import post_json
@@ -199,3 +201,28 @@ def test_invalid_cursor_unknown_path_wrong_method_and_content_type(api, v3, sand
     )
     assert no_json.status_code == 415
     assert requests.get(sandbox.base_url + "/health", timeout=5).json() == {"status": "ok"}
+
+
+def test_membership_counts_all_and_active(sandbox, api, v3):
+    newsletter = sandbox.list_ids["Newsletter"]
+    import_contacts(api, v3, [{"email": f"m{n}@example.com"} for n in range(3)], [newsletter])
+    sandbox.mark_unsubscribed(["m0@example.com"])
+    url = v3(f"/contact_lists/{newsletter}")
+    assert api.get(url, params={"include_membership_count": "all"}, timeout=5).json()["membership_count"] == 3
+    assert (
+        api.get(url, params={"include_membership_count": "active"}, timeout=5).json()["membership_count"] == 2
+    )
+
+
+def test_chunked_request_bodies_are_read(sandbox, api, v3):
+    payload = json.dumps(
+        {"import_data": [{"email": "chunk@example.com"}], "list_ids": [sandbox.list_ids["Newsletter"]]}
+    )
+    response = api.post(
+        v3("/activities/contacts_json_import"),
+        data=(part.encode() for part in (payload[:10], payload[10:])),
+        headers={"Content-Type": "application/json"},
+        timeout=5,
+    )
+    assert response.status_code == 201
+    assert "chunk@example.com" in sandbox.list_members(sandbox.list_ids["Newsletter"])

@@ -98,3 +98,14 @@ def test_cli_flags_have_the_documented_defaults():
         ["--rotating-refresh-tokens", "--processing-rate", "500", "--list", "A"]
     )
     assert (parsed.rotating_refresh_tokens, parsed.processing_rate, parsed.lists) == (True, 500.0, ["A"])
+
+
+def test_cli_exits_with_an_error_when_the_port_is_taken(sandbox):
+    result = subprocess.run(
+        [sys.executable, "-m", "airflow_provider_constantcontact.sandbox", "--port", str(sandbox.port)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert result.returncode == 1
+    assert "cannot listen" in result.stderr

@@ -102,3 +102,17 @@ def test_request_log_records_method_path_query_status_and_body_size(sandbox, api
     assert log[1].body_bytes == len(b'{"name": "Logged"}')
     assert log[0].client_id == sandbox.client_id
     assert log[2].client_id is None
+
+
+def test_daily_quota_resets_at_utc_midnight(monkeypatch):
+    from airflow_provider_constantcontact.sandbox import limits
+
+    monkeypatch.setattr(limits, "_utc_day", lambda: "2026-01-01")
+    quota = limits.DailyQuota(2)
+    assert [quota.allow("c"), quota.allow("c"), quota.allow("c")] == [True, True, False]
+    assert quota.allow("other-client")
+    quota.exhaust()
+    assert not quota.allow("other-client")
+    monkeypatch.setattr(limits, "_utc_day", lambda: "2026-01-02")
+    assert quota.allow("c")
+    assert quota.used("c") == 1
