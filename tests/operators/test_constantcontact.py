@@ -455,3 +455,19 @@ def test_template_fields() -> None:
         "segments",
         "rejects_path",
     }
+
+
+def test_empty_or_fully_filtered_segment_sends_nothing(
+    make_export, constantcontact_sandbox, tmp_path
+) -> None:
+    empty = write_parquet(tmp_path / "e.parquet", {"Email": pa.array([], pa.string())})
+    summary, ti = run(
+        make_export(source=str(empty), field_mapping={"email": "Email"}, wait_for_completion=True)
+    )
+    assert (summary["rows_read"], summary["batches"], summary["activity_ids"]) == (0, 0, [])
+    other = write_parquet(tmp_path / "o.parquet", {"Email": ["a@example.com"], "Seg": [3]})
+    summary, _ = run(
+        make_export(source=str(other), field_mapping={"email": "Email"}, segment_column="Seg", segments=["4"])
+    )
+    assert (summary["rows_read"], summary["rows_filtered_out"], summary["batches"]) == (0, 1, 0)
+    assert imports_in_log(constantcontact_sandbox) == []
