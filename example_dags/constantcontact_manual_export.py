@@ -1,0 +1,136 @@
+"""
+### Export a customer segment to Constant Contact, on demand
+
+Trigger this DAG from the UI ("Trigger DAG" opens a form), the REST API or
+`airflow dags trigger -c '{...}'`, and fill in:
+
+| Param | What |
+| --- | --- |
+| `source` | Parquet file, folder or glob: a local path or a URI (`s3://aws_default@bucket/key`, ...) |
+| `list_ids` | One to 50 Constant Contact list ids (the id is in the list's URL in Constant Contact) |
+| `segment_column` | Column holding the segment name (empty: no segment filter) |
+| `segments` | Segments to export (empty: every row) |
+| `dry_run` | Read, validate and count everything, but send nothing |
+| `max_error_ratio` | Fail when Constant Contact rejected more than this fraction of the contacts |
+
+`choose_mode` picks the path: `export_segment` submits the import and `wait_for_import` waits
+for it in the triggerer (deferrable, no worker slot held) and returns the import summary; with
+`dry_run`, `dry_run_export` reads, validates and counts everything but sends nothing, and its
+summary (XCom) tells what would have been sent. The Constant Contact connection is
+`constantcontact_default`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import DAG, Param, task
+
+from airflow_provider_constantcontact.operators.constantcontact import ConstantContactSegmentExportOperator
+from airflow_provider_constantcontact.sensors.constantcontact import ConstantContactImportSensor
+
+# Constant Contact field -> Parquet column. Adapt to the segment's schema; "cf:<name>" is a custom
+# field, which must already exist in the Constant Contact account.
+FIELD_MAPPING = {
+    "email": "email",
+    "first_name": "first_name",
+    "last_name": "last_name",
+    "cf:loyalty_tier": "loyalty_tier",
+}
+
+with DAG(
+    dag_id="constantcontact_manual_export",
+    description="Export a Parquet customer segment to Constant Contact lists, on demand",
+    schedule=None,
+    start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
+    # Params keep their JSON types (lists, booleans, None) when rendered into the tasks.
+    render_template_as_native_obj=True,
+    tags=["constantcontact", "example"],
+    doc_md=__doc__,
+    params={
+        "source": Param(
+            "",
+            type="string",
+            minLength=1,
+            title="Source",
+            description=(
+                "Parquet file, folder of Parquet files, or glob: a local path or a URI "
+                "(file:///data/segment.parquet, s3://aws_default@bucket/segments/ where the user part "
+                "names the Airflow connection with the storage credentials)."
+            ),
+        ),
+        "list_ids": Param(
+            [],
+            type="array",
+            items={"type": "string", "minLength": 1},
+            minItems=1,
+            maxItems=50,
+            title="Contact list ids",
+            description=(
+                "Constant Contact list ids (UUIDs), one per line. The id of a list is in its URL in "
+                "Constant Contact's web app."
+            ),
+        ),
+        "segment_column": Param(
+            "segment",
+            type=["null", "string"],
+            title="Segment column",
+            description="Column holding each row's segment name. Empty: no segment filter.",
+        ),
+        "segments": Param(
+            [],
+            type="array",
+            items={"type": "string"},
+            title="Segments",
+            description="Segments to export, one per line. Empty: every row of the source.",
+        ),
+        "dry_run": Param(
+            False,
+            type="boolean",
+            title="Dry run",
+            description="Read, validate and count the contacts, but send nothing to Constant Contact.",
+        ),
+        "max_error_ratio": Param(
+            0.1,
+            type="number",
+            minimum=0,
+            maximum=1,
+            title="Maximum error ratio",
+            description=(
+                "Fail the run when Constant Contact rejected more than this fraction of the "
+                "contacts sent (e.g. 0.1 = 10%)."
+            ),
+        ),
+    },
+) as dag:
+
+    @task.branch
+    def choose_mode(params: dict) -> str:
+        """A dry run takes its own path: the import wait only follows a real export."""
+        return "dry_run_export" if params["dry_run"] else "export_segment"
+
+    export_args = {
+        "source": "{{ params.source }}",
+        "list_ids": "{{ params.list_ids }}",
+        "field_mapping": FIELD_MAPPING,
+        # No segments chosen: no filter, every row is exported.
+        "segment_column": "{{ (params.segment_column or None) if params.segments else None }}",
+        "segments": "{{ params.segments or None }}",
+    }
+    export = ConstantContactSegmentExportOperator(
+        task_id="export_segment", wait_for_completion=False, **export_args
+    )
+    dry_run = ConstantContactSegmentExportOperator(task_id="dry_run_export", dry_run=True, **export_args)
+    choose_mode() >> [export, dry_run]
+
+    ConstantContactImportSensor(
+        task_id="wait_for_import",
+        activity_ids=export.output["activity_ids"],
+        deferrable=True,
+        # First poll after 10 s, backing off to one every 5 minutes.
+        poke_interval=10,
+        max_poll_interval=300,
+        timeout=timedelta(hours=3),
+        max_error_ratio="{{ params.max_error_ratio }}",
+    )

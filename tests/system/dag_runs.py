@@ -1,0 +1,76 @@
+"""Helpers for running the example DAGs on real Airflow against the sandbox."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from types import ModuleType
+
+from tests.conftest import REPO_ROOT, airflow_env
+
+EXAMPLE_DAGS = REPO_ROOT / "example_dags"
+
+
+def load_demo() -> ModuleType:
+    """``scripts/demo.py`` as a module (segment generator, XCom reader, the demo's main)."""
+    spec = importlib.util.spec_from_file_location("constantcontact_demo", REPO_ROOT / "scripts" / "demo.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def airflow_dags_test(
+    dag_id: str, *, env: dict[str, str], conf: str | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """``airflow dags test <dag_id>`` in a sub-process sharing the test session's metadata DB."""
+    command = [sys.executable, "-m", "airflow", "dags", "test", dag_id]
+    if conf is not None:
+        command += ["--conf", conf]
+    return subprocess.run(
+        command,
+        env=airflow_env(AIRFLOW__CORE__DAGS_FOLDER=str(EXAMPLE_DAGS), **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def latest_run(dag_id: str) -> tuple[str, str]:
+    """(run_id, state) of the newest run of ``dag_id`` in the metadata DB."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        row = session.execute(
+            select(DagRun.run_id, DagRun.state)
+            .where(DagRun.dag_id == dag_id)
+            .order_by(DagRun.id.desc())
+            .limit(1)
+        ).one()
+        return row[0], str(row[1])
+
+
+def task_states(dag_id: str, run_id: str) -> dict[str, str]:
+    """task_id -> state of every task instance of one run."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.execute(
+            select(TaskInstance.task_id, TaskInstance.state).where(
+                TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id
+            )
+        ).all()
+        return {task_id: str(state) for task_id, state in rows}
+
+
+def describe(result: subprocess.CompletedProcess, lines: int = 80) -> str:
+    """The tail of a finished command's output, for assertion messages."""
+    output = (result.stdout or "") + (result.stderr or "")
+    return "\n".join(output.splitlines()[-lines:])
