@@ -25,16 +25,14 @@ class Activity:
         "activity_id",
         "created_at",
         "fail_errors",
-        "kind",
         "outcomes",
         "progress",
         "updated",
         "updated_at",
     )
 
-    def __init__(self, kind: str, outcomes: bytes, fail_errors: list[str] | None = None) -> None:
+    def __init__(self, outcomes: bytes, fail_errors: list[str] | None = None) -> None:
         self.activity_id = str(uuid.uuid4())
-        self.kind = kind
         self.outcomes = outcomes
         self.fail_errors = fail_errors
         self.created_at = self.updated_at = time.time()

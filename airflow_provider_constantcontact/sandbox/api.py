@@ -10,7 +10,7 @@ import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -56,7 +56,6 @@ class Request:
     headers: Any
     body: bytes
     client_id: str = ""
-    params: dict[str, str] = field(default_factory=dict)
 
 
 def _int_param(query: dict[str, str], name: str, default: int, low: int, high: int) -> int:

@@ -35,7 +35,3 @@ class Faults:
                     self._pending.remove(fault)
                 return fault
         return None
-
-    def clear(self) -> None:
-        """Forget every pending fault."""
-        self._pending.clear()

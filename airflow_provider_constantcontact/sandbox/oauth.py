@@ -150,17 +150,19 @@ class OAuthServer:
 
     def approve_device(self, user_code: str) -> None:
         """The user approves the device authorization showing ``user_code``."""
-        self._device_by_user_code(user_code).status = "approved"
+        self._pending_device(user_code).status = "approved"
 
     def deny_device(self, user_code: str) -> None:
         """The user denies the device authorization showing ``user_code``."""
-        self._device_by_user_code(user_code).status = "denied"
+        self._pending_device(user_code).status = "denied"
 
-    def _device_by_user_code(self, user_code: str) -> DeviceGrant:
+    def _pending_device(self, user_code: str) -> DeviceGrant:
+        """The still-pending device authorization showing ``user_code`` (KeyError otherwise)."""
         device_code = self._user_codes.get(user_code.strip().upper())
-        if device_code is None:
-            raise KeyError("unknown user code")
-        return self._devices[device_code]
+        grant = self._devices.get(device_code or "")
+        if grant is None or grant.status != "pending" or grant.expires_at <= time.time():
+            raise KeyError("unknown, expired or already answered user code")
+        return grant
 
     # -- API authentication ------------------------------------------------------------------
 
@@ -231,7 +233,7 @@ class OAuthServer:
 
     def verify_device_page(self, user_code: str) -> bool:
         """The user opens the verification page: approve (or deny once after deny_next_consent)."""
-        grant = self._device_by_user_code(user_code)
+        grant = self._pending_device(user_code)
         if self._deny_next_consent:
             self._deny_next_consent = False
             grant.status = "denied"
@@ -289,7 +291,7 @@ class OAuthServer:
     def _refresh_grant(self, authorization: str | None, form: dict[str, str]) -> dict:
         token = form.get("refresh_token", "")
         grant = self.refresh_tokens.get(token)
-        client_id, public = self._client(authorization, form, allow_public=bool(grant and grant.public))
+        client_id, _public = self._client(authorization, form, allow_public=bool(grant and grant.public))
         if grant is None or not grant.active or grant.client_id != client_id:
             raise oauth_error(400, "invalid_grant", "The refresh token is invalid or expired.")
         if self.rotating_refresh_tokens:

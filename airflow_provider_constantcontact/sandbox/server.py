@@ -9,6 +9,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -110,6 +111,10 @@ class App:
             response = self._route(request)
         except ApiError as exc:
             response = json_response(exc.status, exc.body, exc.headers)
+        except Exception:  # a sandbox bug: answer like the real service would, and show it
+            traceback.print_exc()
+            error = for_status(500)
+            response = json_response(error.status, error.body)
         self._log(request, response.status)
         return response
 
@@ -193,7 +198,7 @@ class App:
             try:
                 approved = self.oauth.verify_device_page(user_code)
             except KeyError:
-                return _html(400, "Unknown code", "Check the code shown on your device.")
+                return _html(400, "Unknown or expired code", "Check the code shown on your device.")
         if approved:
             return _html(200, "Device approved", "You can close this window and return to your device.")
         return _html(200, "Access denied", "The device was not authorized.")

@@ -225,7 +225,7 @@ class SandboxState:
                 contact[UPDATED] = now
         for list_id in dict.fromkeys(list_ids):
             self.memberships[list_id].update(added)
-        return self.add_activity(Activity("add_contacts", bytes(outcomes), fail_errors))
+        return self.add_activity(Activity(bytes(outcomes), fail_errors))
 
     def apply_remove(self, contact_ids: list[Any], list_ids: list[str]) -> Activity:
         """Remove contacts (by id) from lists; unknown ids count as errors."""
@@ -237,4 +237,4 @@ class SandboxState:
                 continue
             for list_id in list_ids:
                 self.memberships[list_id].discard(key)
-        return self.add_activity(Activity("remove_list_memberships", bytes(outcomes)))
+        return self.add_activity(Activity(bytes(outcomes)))

@@ -361,3 +361,14 @@ def test_device_authorize_rejects_unknown_clients_and_scopes(sandbox):
     )
     assert bad_scope.status_code == 400
     assert bad_scope.json()["error"] == "invalid_scope"
+
+
+def test_a_device_code_cannot_be_approved_twice(sandbox):
+    start = device_start(sandbox)
+    sandbox.approve_device(start["user_code"])
+    assert device_poll(sandbox, start["device_code"]).status_code == 200
+    with pytest.raises(KeyError):
+        sandbox.approve_device(start["user_code"])
+    page = requests.get(start["verification_uri_complete"], timeout=5)
+    assert page.status_code == 400
+    assert device_poll(sandbox, start["device_code"]).json()["error"] == "invalid_grant"
