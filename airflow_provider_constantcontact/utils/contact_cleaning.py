@@ -22,6 +22,7 @@ A null, empty or all-whitespace value is omitted from that contact (never sent a
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -236,7 +237,6 @@ class CleanField:
     values: pa.Array
     bad: pa.Array | None = None
     truncated: int = 0
-    ascii_only: bool = True
 
 
 def clean_field(values: pa.Array, spec: FieldSpec) -> CleanField:
@@ -252,12 +252,12 @@ def clean_field(values: pa.Array, spec: FieldSpec) -> CleanField:
     over = pc.fill_null(pc.greater(_char_length(values, ascii_only), spec.limit), False)
     count = pc.sum(over).as_py() or 0
     if spec.kind == "strict":
-        return CleanField(values, over if count else None, 0, ascii_only)
+        return CleanField(values, over if count else None)
     if count:
         values = pc.if_else(over, pc.utf8_slice_codeunits(values, 0, spec.limit), values)
         # Truncation can leave trailing whitespace, or nothing but whitespace.
         values = _null_if_empty(_trim(values, ascii_only))
-    return CleanField(values, None, count, ascii_only)
+    return CleanField(values, None, count)
 
 
 def _clean_int(values: pa.Array, spec: FieldSpec) -> CleanField:
@@ -283,30 +283,42 @@ _END = 2**31 - 1  # a slice position past the end of any value
 _CONTROL_ESCAPES = {0x08: "\\b", 0x09: "\\t", 0x0A: "\\n", 0x0C: "\\f", 0x0D: "\\r"}
 
 
-def _has_controls(values: pa.Array, ascii_only: bool) -> bool:
-    # Cheap prefilter: every control character is unprintable (so is DEL: the regex decides).
-    if ascii_only and pc.all(pc.ascii_is_printable(values)).as_py() is not False:
-        return False
-    return bool(pc.any(pc.match_substring_regex(values, r"[\x00-\x1f]")).as_py())
+def _whole_data(values: pa.Array) -> pa.Array | None:
+    """The bytes of every value of a ``string`` array as one binary value (zero-copy), or None.
+
+    Scanning that once is much cheaper than scanning each short value on its own.
+    """
+    offsets, data = values.buffers()[1], values.buffers()[2]
+    if data is None or not len(values):
+        return None
+    first, last = (
+        struct.unpack_from("<ii", offsets, values.offset * 4)[0],
+        struct.unpack_from("<i", offsets, (values.offset + len(values)) * 4)[0],
+    )
+    bounds = pa.py_buffer(struct.pack("<ii", first, last))
+    return pa.Array.from_buffers(pa.binary(), 1, [None, bounds, data])
 
 
-def json_escape(values: pa.Array, ascii_only: bool | None = None) -> pa.Array:
+_SPECIAL = r'["\\\x00-\x1f]'
+
+
+def json_escape(values: pa.Array) -> pa.Array:
     """Escape ``\\``, ``"`` and control characters (U+0000-U+001F) for a JSON string body.
 
     Other characters, including non-ASCII ones, go out as UTF-8 as JSON allows. A batch with
-    nothing to escape (the common case) costs two literal scans and a printable check.
+    nothing to escape (the common case) costs one regex scan over its bytes.
     """
-    if ascii_only is None:
-        ascii_only = _all_ascii(values)
+    whole = _whole_data(values)
+    if whole is None or not pc.match_substring_regex(whole, _SPECIAL)[0].as_py():
+        return values
     if pc.any(pc.match_substring(values, "\\")).as_py():
         values = pc.replace_substring(values, "\\", "\\\\")
     if pc.any(pc.match_substring(values, '"')).as_py():
         values = pc.replace_substring(values, '"', '\\"')
-    if _has_controls(values, ascii_only):
-        for code in range(0x20):
-            char = chr(code)
-            if pc.any(pc.match_substring(values, char)).as_py():
-                values = pc.replace_substring(values, char, _CONTROL_ESCAPES.get(code, f"\\u{code:04x}"))
+    for code in range(0x20):
+        char = chr(code)
+        if pc.any(pc.match_substring(values, char)).as_py():
+            values = pc.replace_substring(values, char, _CONTROL_ESCAPES.get(code, f"\\u{code:04x}"))
     return values
 
 
@@ -342,7 +354,7 @@ def contact_json(batch: pa.RecordBatch, plan: ContactPlan, truncated: dict[str, 
         if spec.kind == "int":
             fragment = _wrap(cleaned.values, key, "")
         else:
-            fragment = _wrap(json_escape(cleaned.values, cleaned.ascii_only), key + '"', '"')
+            fragment = _wrap(json_escape(cleaned.values), key + '"', '"')
         # Null where the value is absent: the whole property is left out of that contact.
         parts.append(pc.fill_null(fragment, ""))
     parts.append(plan.constant("}", batch.num_rows))
@@ -359,55 +371,48 @@ def _wrap(values: pa.Array, before: str, after: str) -> pa.Array:
 class EmailDeduplicator:
     """Exact-first-occurrence de-duplication by email across batches, in bounded memory.
 
-    Each valid email is reduced to Python's 64-bit string hash (randomised per process) and
-    stored with its row number (12 bytes a row) in one of ``partitions`` buckets by hash. At the
-    end each bucket is scanned in row order with a small Python set, so the transient memory is
-    one bucket's worth. Two different emails with equal hashes would count as duplicates: with
-    n valid emails the chance that this happens at all is about n**2 / 2**65 (3e-8 for 1 million,
+    Each valid email is reduced to Python's 64-bit string hash (SipHash, randomised per process)
+    and kept with its row number and a bucket number (13 bytes a row, no Python objects). At the
+    end each of ``partitions`` buckets is stable-sorted by hash: a row whose hash equals the
+    previous one's is a later occurrence. Working one bucket at a time bounds the transient
+    memory. Two different emails with equal hashes would count as duplicates: with n valid
+    emails the chance that this happens at all is about n**2 / 2**65 (3e-8 for 1 million,
     7e-7 for 5 million rows).
     """
 
-    def __init__(self, partitions: int = 64) -> None:
+    def __init__(self, partitions: int = 16) -> None:
         self.partitions = partitions
-        self._hashes: list[list[pa.Array]] = [[] for _ in range(partitions)]
-        self._rows: list[list[pa.Array]] = [[] for _ in range(partitions)]
+        self._chunks: list[tuple[pa.Array, pa.Array, pa.Array]] = []
 
     def add(self, emails: pa.Array, rows: pa.Array) -> None:
         """Record valid (non-null) normalised ``emails`` found at global row numbers ``rows``."""
         if not len(emails):
             return
         hashes = pa.array(map(hash, emails.to_pylist()), type=pa.int64())
-        bucket = pc.bit_wise_and(hashes, self.partitions - 1)
-        order = pc.sort_indices(bucket)  # stable: row order is kept inside a bucket
-        hashes, rows, bucket = hashes.take(order), rows.take(order), bucket.take(order)
-        counts = pc.value_counts(bucket)
-        offset = 0
-        for value, count in zip(
-            counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True
-        ):
-            self._hashes[value].append(hashes.slice(offset, count))
-            self._rows[value].append(rows.slice(offset, count))
-            offset += count
+        bucket = pc.cast(pc.bit_wise_and(hashes, self.partitions - 1), pa.uint8())
+        self._chunks.append((hashes, rows, bucket))
 
     def duplicate_mask(self, total_rows: int) -> tuple[pa.Array, int]:
         """A uint8 array over all rows (1 = later occurrence of an earlier email) and the count."""
         mask = bytearray(total_rows)
         duplicates = 0
-        for index in range(self.partitions):
-            hashes, rows = self._hashes[index], self._rows[index]
-            self._hashes[index], self._rows[index] = [], []
-            if not hashes:
+        chunks, self._chunks = self._chunks, []
+        for index in range(self.partitions if chunks else 0):
+            hashes, rows = [], []
+            for chunk_hashes, chunk_rows, bucket in chunks:
+                mine = pc.equal(bucket, pa.scalar(index, pa.uint8()))
+                hashes.append(chunk_hashes.filter(mine))
+                rows.append(chunk_rows.filter(mine))
+            all_hashes = pa.concat_arrays(hashes)
+            if len(all_hashes) < 2:
                 continue
-            seen: set[int] = set()
-            add = seen.add
-            for value, row in zip(
-                pa.chunked_array(hashes).to_pylist(), pa.chunked_array(rows).to_pylist(), strict=True
-            ):
-                if value in seen:
-                    mask[row] = 1
-                    duplicates += 1
-                else:
-                    add(value)
+            order = pc.sort_indices(all_hashes)  # stable: equal hashes stay in row order
+            sorted_hashes = all_hashes.take(order)
+            later = pc.equal(sorted_hashes.slice(1), sorted_hashes.slice(0, len(sorted_hashes) - 1))
+            repeated = pa.concat_arrays(rows).take(order).slice(1).filter(later)
+            for row in repeated.to_pylist():
+                mask[row] = 1
+            duplicates += len(repeated)
         return pa.Array.from_buffers(pa.uint8(), total_rows, [None, pa.py_buffer(mask)]), duplicates
 
 
