@@ -96,30 +96,35 @@ def _error_of(url: str, response: requests.Response) -> OAuthEndpointError:
 
 
 class OAuthClient:
-    """Form-encoded POSTs to the OAuth endpoints with HTTP Basic client authentication."""
+    """Form-encoded POSTs to the OAuth endpoints with HTTP Basic client authentication.
+
+    Without a client secret (a public client: Constant Contact's PKCE-flow and device-flow
+    applications have none) the ``client_id`` goes in the form instead.
+    """
 
     def __init__(
         self,
         client_id: str,
-        client_secret: str,
+        client_secret: str | None,
         *,
         timeout: float = 30.0,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.client_id = client_id
-        self._auth = (client_id, client_secret)
+        self._auth = (client_id, client_secret) if client_secret else None
         self.timeout = timeout
         self.session = session or requests.Session()
         self._sleep = sleep
 
     def post(self, url: str, data: Mapping[str, str]) -> dict[str, Any]:
         """POST ``data``; the JSON answer, or OAuthEndpointError. Retries 429s a few times."""
+        form = dict(data) if self._auth else {**data, "client_id": self.client_id}
         for attempt in range(1, RATE_LIMIT_ATTEMPTS + 1):
             try:
                 response = self.session.post(
                     url,
-                    data=dict(data),
+                    data=form,
                     auth=self._auth,
                     headers={"Accept": "application/json"},
                     timeout=self.timeout,

@@ -20,7 +20,7 @@ FORMATS = ("json", "airflow-cli")
 def build_connection(
     *,
     client_id: str,
-    client_secret: str,
+    client_secret: str | None,
     refresh_token: str,
     api_base_url: str | None,
     token_url: str,
@@ -40,7 +40,8 @@ def build_connection(
 def masked(connection: dict[str, Any]) -> dict[str, Any]:
     """A copy with the client secret and the refresh token replaced by ``***``."""
     result = copy.deepcopy(connection)
-    result["password"] = MASK
+    if result["password"]:
+        result["password"] = MASK
     result["extra"]["refresh_token"] = MASK
     return result
 

@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"client secret; better: ${CLIENT_SECRET_ENV} or the prompt (a flag shows in `ps`)",
     )
     app.add_argument(
+        "--public-client",
+        action="store_true",
+        help="the application has no client secret (Constant Contact's PKCE-flow and device-flow "
+        "application types): send the client ID in the token requests instead",
+    )
+    app.add_argument(
         "--scopes",
         default=DEFAULT_SCOPES,
         help=f"space-separated scopes to request (default: {DEFAULT_SCOPES!r}; add account_read if wanted)",
@@ -222,8 +228,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--client-id is required (or set ${CLIENT_ID_ENV})")
     if not args.scopes.split():
         parser.error("--scopes must name at least one scope")
+    if args.public_client and args.client_secret:
+        parser.error("--public-client and --client-secret exclude each other")
     try:
-        client_secret = read_client_secret(args.client_secret)
+        client_secret = None if args.public_client else read_client_secret(args.client_secret)
         if not (args.show_secrets or args.save or args.output_file):
             print(
                 "Note: the client secret and refresh token will be printed as ***. Add --save, "

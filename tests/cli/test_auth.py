@@ -226,6 +226,30 @@ def test_pkce_console_script_airflow_cli_output_adds_the_connection(
     assert_refresh_token_works(sandbox, stored.extra_dejson["refresh_token"])
 
 
+def test_pkce_public_client_sends_no_secret(
+    sandbox: ConstantContactSandbox, browser: FakeBrowser, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An application without a client secret: the client ID goes in the form, no Basic auth."""
+    args = [a for a in oauth_args(sandbox) if a not in ("--client-secret", sandbox.client_secret)]
+    code, out, err = run_main(
+        capsys, ["pkce", *args, "--public-client", "--port", str(free_port()), "--show-secrets"]
+    )
+    assert code == 0, err
+    connection = json.loads(out)
+    assert connection["password"] is None
+    # The refresh token of a public client refreshes with the client ID alone.
+    response = requests.post(
+        sandbox.token_url,
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": connection["extra"]["refresh_token"],
+            "client_id": sandbox.client_id,
+        },
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+
+
 def test_denied_consent_exits_3(
     sandbox: ConstantContactSandbox, browser: FakeBrowser, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -1,0 +1,246 @@
+"""The Constant Contact connection form and its Test button in a real browser.
+
+Headless Chromium (Debian's package, driven by Playwright; no browser download) against
+`airflow standalone` with this provider installed and the Test button enabled. The connection
+points at a sandbox running in this process, so the API server's Test call really refreshes a
+token and reads the API. Writes the screenshots for docs/connection-setup.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Locator, Page, Route, expect, sync_playwright
+
+from airflow_provider_constantcontact.get_provider_info import DEFAULT_API_BASE_URL
+from airflow_provider_constantcontact.sandbox import ConstantContactSandbox
+from tests.airflow_standalone import AirflowStandalone
+from tests.conftest import REPO_ROOT
+
+pytestmark = [pytest.mark.standalone, pytest.mark.browser, pytest.mark.timeout(900)]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+DOCS_IMAGES = REPO_ROOT / "docs" / "images"
+UI_TIMEOUT_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[ConstantContactSandbox]:
+    with ConstantContactSandbox(rate_limit=0, token_rate_limit=0, lists=["Newsletter"]) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture(scope="module")
+def airflow() -> Iterator[AirflowStandalone]:
+    with AirflowStandalone(env={"AIRFLOW__CORE__TEST_CONNECTION": "Enabled"}) as airflow:
+        print(f"airflow standalone ready in {airflow.startup_seconds:.1f} s")
+        yield airflow
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    expect.set_options(timeout=UI_TIMEOUT_MS)  # the UI loads its translations after the first paint
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium with scripts/browser-deps")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser, airflow: AirflowStandalone) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 1000}, base_url=airflow.base_url)
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    page = context.new_page()
+    if _test_rejects_port_zero():
+        page.route("**/api/v2/connections/test", _drop_zero_port)
+    yield page
+    context.close()
+
+
+def _test_rejects_port_zero() -> bool:
+    """Whether this Airflow answers the UI's Test of a port-less connection with 400.
+
+    The UI sends ``port: 0`` (``Number(null)``) and Airflow up to 3.3.2 compares that with the
+    stored NULL as a *different* port, refusing to reuse the stored secrets (fixed upstream in
+    apache/airflow#73298). Every connection type without a port is affected, not only this one.
+    """
+    try:
+        from airflow.api_fastapi.core_api.routes.public.connections import _same_endpoint
+    except ImportError:
+        return False
+    return not _same_endpoint(0, None)
+
+
+def _drop_zero_port(route: Route) -> None:
+    """Send the UI's Test request with the port the UI meant (none), as fixed Airflow reads it."""
+    body = route.request.post_data_json
+    if isinstance(body, dict) and body.get("port") == 0:
+        body["port"] = None
+        route.continue_(post_data=json.dumps(body))
+    else:
+        route.continue_()
+
+
+def _screenshot_paths(name: str, tmp_path: Path) -> list[Path]:
+    """Always a tmp copy; the docs image too, except in CI (which must not change the work tree)."""
+    paths = [tmp_path / name]
+    if not os.environ.get("CI"):
+        DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
+        paths.append(DOCS_IMAGES / name)
+    return paths
+
+
+def log_in(page: Page, airflow: AirflowStandalone) -> None:
+    page.goto("/")
+    page.get_by_label(re.compile("username", re.I)).fill("admin")
+    page.get_by_label(re.compile("password", re.I)).fill(airflow.admin_password)
+    page.get_by_role("button", name=re.compile("sign in", re.I)).click()
+    expect(page.get_by_role("button", name="Admin")).to_be_visible()
+
+
+def open_add_constant_contact_form(page: Page, conn_id: str) -> None:
+    """Admin → Connections → Add Connection, type "Constant Contact"."""
+    page.get_by_role("button", name="Admin").click()
+    page.get_by_role("menuitem", name="Connections").click()
+    expect(page).to_have_url(re.compile(r"/connections$"))
+    page.get_by_role("button", name="Add Connection").click()
+    page.get_by_label("Connection ID").fill(conn_id)
+    page.get_by_role("combobox", name="Connection Type").fill("Constant")
+    page.get_by_role("option", name="Constant Contact", exact=True).click()
+
+
+def field(page: Page, label: str) -> Locator:
+    """The form field whose label starts with ``label`` (the UI does not tie extra-field labels to inputs)."""
+    return (
+        page.get_by_role("dialog")
+        .get_by_role("group")
+        .filter(has=page.locator("label", has_text=re.compile(rf"^{re.escape(label)}\s*$")))
+    )
+
+
+def fill_form(
+    page: Page, *, client_id: str, client_secret: str, refresh_token: str, api: str, token: str
+) -> None:
+    """Fill every Constant Contact field (standard section open on entry, extra section on exit)."""
+    page.get_by_label("Client ID (API key)").fill(client_id)
+    page.get_by_label("Client secret").fill(client_secret)
+    page.get_by_role("button", name="Extra Fields", exact=True).click()
+    field(page, "Refresh token").locator("input").fill(refresh_token)
+    field(page, "API base URL").locator("input").fill(api)
+    field(page, "Token URL").locator("input").fill(token)
+    field(page, "Requests per second").locator("input").fill("0")
+
+
+def save_and_test(page: Page, conn_id: str) -> None:
+    page.get_by_role("dialog").get_by_role("button", name="Save").click()
+    expect(page.get_by_role("dialog")).to_be_hidden()
+    row = page.get_by_role("row").filter(has_text=conn_id)
+    expect(row).to_be_visible()
+    row.get_by_role("button", name="Test Connection").click()
+
+
+def test_add_constant_contact_connection_and_test_it(
+    page: Page, airflow: AirflowStandalone, sandbox: ConstantContactSandbox, tmp_path: Path
+) -> None:
+    started = time.monotonic()
+    log_in(page, airflow)
+    open_add_constant_contact_form(page, "constantcontact_ui")
+    dialog = page.get_by_role("dialog")
+
+    # Standard fields: relabelled, with placeholders; host, schema and port hidden.
+    client_id = page.get_by_label("Client ID (API key)")
+    expect(client_id).to_have_attribute("placeholder", re.compile("developer portal"))
+    secret = page.get_by_label("Client secret")
+    expect(secret).to_have_attribute("type", "password")
+    expect(secret).to_have_attribute("placeholder", re.compile("Client secret"))
+    for hidden in ("Host", "Schema", "Port", "Login", "Password"):
+        expect(dialog.locator("label", has_text=re.compile(rf"^{hidden}\s*$"))).to_have_count(0)
+
+    # Extra fields: labelled, with help text, the refresh token masked, URLs with their defaults.
+    page.get_by_role("button", name="Extra Fields", exact=True).click()
+    refresh = field(page, "Refresh token")
+    expect(refresh.locator("input")).to_have_attribute("type", "password")
+    expect(refresh).to_contain_text("constantcontact-auth")
+    expect(refresh).to_contain_text("offline_access")
+    expect(field(page, "API base URL").locator("input")).to_have_value(DEFAULT_API_BASE_URL)
+    expect(field(page, "API base URL")).to_contain_text("sandbox")
+    expect(field(page, "Token URL")).to_contain_text("token endpoint")
+    expect(field(page, "Requests per second")).to_contain_text("4 a second")
+    page.get_by_role("button", name="Standard Fields", exact=True).click()
+
+    fill_form(
+        page,
+        client_id=sandbox.client_id,
+        client_secret=sandbox.client_secret,
+        refresh_token=sandbox.refresh_token,
+        api=sandbox.api_base_url,
+        token=sandbox.token_url,
+    )
+    expect(field(page, "Token URL").locator("input")).to_have_value(sandbox.token_url)
+    for path in _screenshot_paths("connection-form.png", tmp_path):
+        dialog.screenshot(path=str(path))
+    page.get_by_role("button", name="Standard Fields", exact=True).click()
+    expect(client_id).to_have_value(sandbox.client_id)
+    for path in _screenshot_paths("connection-form-standard.png", tmp_path):
+        dialog.screenshot(path=str(path))
+
+    save_and_test(page, "constantcontact_ui")
+    toast = page.get_by_role("status").filter(has_text="Test Connection")
+    expect(toast).to_contain_text("Connected to Constant Contact")
+    expect(toast).to_contain_text(sandbox.api_base_url)
+    for path in _screenshot_paths("connection-test-success.png", tmp_path):
+        page.screenshot(path=str(path))
+
+    # The REST API shows the stored secrets masked, and the rest as entered.
+    stored = airflow.api_session().get("/api/v2/connections/constantcontact_ui")
+    assert stored.status_code == 200, stored.text
+    body = stored.json()
+    assert body["conn_type"] == "constantcontact"
+    assert body["login"] == sandbox.client_id
+    assert body["password"] == "***"
+    extra = json.loads(body["extra"])
+    assert extra["refresh_token"] == "***"
+    assert extra["api_base_url"] == sandbox.api_base_url
+    assert sandbox.client_secret not in stored.text
+    assert sandbox.refresh_token not in stored.text
+    print(f"UI flow (login, add, test) took {time.monotonic() - started:.1f} s")
+
+
+def test_wrong_client_secret_shows_why_the_test_failed(
+    page: Page, airflow: AirflowStandalone, sandbox: ConstantContactSandbox, tmp_path: Path
+) -> None:
+    log_in(page, airflow)
+    open_add_constant_contact_form(page, "constantcontact_wrong_secret")
+    fill_form(
+        page,
+        client_id=sandbox.client_id,
+        client_secret="not-the-client-secret",
+        refresh_token=sandbox.refresh_token,
+        api=sandbox.api_base_url,
+        token=sandbox.token_url,
+    )
+    save_and_test(page, "constantcontact_wrong_secret")
+    toast = page.get_by_role("status").filter(has_text="Test Connection")
+    expect(toast).to_contain_text("Failed")
+    expect(toast).to_contain_text("invalid_client")
+    expect(toast).to_contain_text("Client secret")
+    for path in _screenshot_paths("connection-test-failure.png", tmp_path):
+        page.screenshot(path=str(path))
