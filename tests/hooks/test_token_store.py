@@ -31,10 +31,11 @@ from tests.conftest import airflow_env
 
 
 @pytest.fixture
-def variables(airflow_db):
+def variables(airflow_db, monkeypatch):
     """The ORM Variable model on the migrated test DB; our keys are removed afterwards."""
     from airflow.models import Variable
 
+    monkeypatch.setattr(_tokens, "INVALID_GRANT_RECHECK_DELAYS", (0.0, 0.01))
     _tokens.clear_process_cache()
     yield Variable
     _tokens.clear_process_cache()
