@@ -735,3 +735,58 @@ def test_parse_error_body_handles_empty_and_odd_bodies():
     response._content = b'{"unexpected": true}'
     assert _http.parse_error_body(response) == (None, '{"unexpected": true}')
     assert urlsplit(API).path == "/v3"
+
+
+def test_concurrent_threads_refresh_a_rotating_token_only_once(mocked):
+    started = threading.Barrier(4)
+    mocked.post(TOKEN_URL, json=token_body(make_jwt(future(), "one"), refresh_token="refresh-token-r1"))
+    mocked.post(TOKEN_URL, status=400, json={"error": "invalid_grant", "error_description": "reused"})
+    store = MemoryTokenStore()
+    results: list[str] = []
+
+    def worker():
+        hook = fast_hook(store)
+        started.wait()
+        results.append(hook.tokens.access_token())
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert len(token_calls(mocked)) == 1
+    assert len(set(results)) == 1
+    assert len(results) == 4
+
+
+def test_test_connection_reports_a_403_as_missing_scope_or_privilege(mocked):
+    mocked.post(TOKEN_URL, json={k: v for k, v in token_body(make_jwt(future())).items() if k != "scope"})
+    mocked.get(LISTS, status=403, json={"error_key": "unauthorized", "error_message": "Forbidden"})
+
+    ok, message = fast_hook(MemoryTokenStore()).test_connection()
+
+    assert not ok
+    assert "403" in message
+    assert "contact_data" in message
+
+
+def test_test_connection_reports_a_non_api_base_url(mocked):
+    mocked.post(TOKEN_URL, json=token_body(make_jwt(future())))
+    mocked.get(LISTS, body="<html>welcome</html>", content_type="text/html")
+
+    ok, message = fast_hook(MemoryTokenStore()).test_connection()
+
+    assert not ok
+    assert "api_base_url" in message
+
+
+def test_test_connection_fails_fast_on_server_errors(mocked):
+    mocked.post(TOKEN_URL, json=token_body(make_jwt(future())))
+    mocked.get(LISTS, status=503, json=[{"error_key": "down", "error_message": "down"}])
+
+    ok, message = fast_hook(MemoryTokenStore(), max_attempts=6).test_connection()
+
+    assert not ok
+    assert "503" in message
+    assert len(api_calls(mocked)) == 2
