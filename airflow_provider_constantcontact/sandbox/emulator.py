@@ -298,7 +298,7 @@ class ConstantContactSandbox:
 
     @property
     def request_log(self) -> list[RequestLogEntry]:
-        """Every request so far (method, path, query, status, body_bytes, client_id, time)."""
+        """The newest 100,000 requests, oldest first (method, path, query, status, body_bytes, ...)."""
         with self.lock:
             return list(self.app.request_log)
 

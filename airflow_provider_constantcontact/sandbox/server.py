@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,6 +37,8 @@ AUTHORIZE_PATH = f"{OAUTH_PREFIX}/authorize"
 DEVICE_AUTHORIZE_PATH = f"{OAUTH_PREFIX}/device/authorize"
 ACTIVATE_PATH = "/activate"
 HEALTH_PATH = "/health"
+#: The request log keeps the newest entries only, so a long-running sandbox does not grow forever.
+REQUEST_LOG_SIZE = 100_000
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,7 @@ class App:
         self.faults = Faults()
         self.bucket = TokenBucket(rate_limit)
         self.quota = DailyQuota(daily_quota)
-        self.request_log: list[RequestLogEntry] = []
+        self.request_log: deque[RequestLogEntry] = deque(maxlen=REQUEST_LOG_SIZE)
         self.verbose = verbose
 
     def handle(self, method: str, target: str, headers: Any, body: bytes) -> Response | None:

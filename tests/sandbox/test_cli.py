@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
 
+import pytest
 import requests
 
 from airflow_provider_constantcontact.sandbox.__main__ import build_parser
@@ -27,7 +29,8 @@ def read_banner(process: subprocess.Popen, timeout: float = 20) -> list[str]:
     raise AssertionError(f"no banner: {lines}")
 
 
-def test_cli_prints_urls_ids_and_connection_then_serves_until_sigterm():
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_cli_prints_urls_ids_and_connection_then_serves_until_stopped(stop_signal):
     process = subprocess.Popen(
         [
             sys.executable,
@@ -81,7 +84,7 @@ def test_cli_prints_urls_ids_and_connection_then_serves_until_sigterm():
         assert lists.status_code == 200
         assert lists.json()["name"] == "VIP Customers"
     finally:
-        process.terminate()
+        process.send_signal(stop_signal)
         out, err = process.communicate(timeout=10)
     assert process.returncode == 0, err
     assert "stopped" in out
