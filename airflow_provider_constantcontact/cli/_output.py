@@ -6,6 +6,8 @@ import copy
 import json
 import os
 import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,20 +66,47 @@ def write_private_file(path: Path, text: str) -> None:
     path.chmod(0o600)
 
 
+def check_can_save() -> None:
+    """Fail before the consent, not after it, when --save cannot reach a migrated metadata DB."""
+    with _metadata_db("read the connections of"):
+        from airflow.models.connection import Connection
+        from airflow.utils.session import create_session
+        from sqlalchemy import select
+
+        with create_session() as session:
+            session.execute(select(Connection.conn_id).limit(1)).all()
+
+
+@contextmanager
+def _metadata_db(action: str) -> Iterator[None]:
+    """Turn any failure to use Airflow's metadata DB into one actionable AuthCliError."""
+    try:
+        yield
+    except ImportError as exc:
+        raise AuthCliError(f"--save needs Airflow installed in this environment ({exc}).") from None
+    except Exception as exc:
+        # A DB driver error (`orig`) names the problem ("no such table: connection") without the
+        # statement's parameters, which hold the (encrypted) secrets.
+        reason = f"{type(exc).__name__}: {exc.orig}" if getattr(exc, "orig", None) else type(exc).__name__
+        raise AuthCliError(
+            f"Could not {action} the Airflow metadata DB ({reason}). Run this where Airflow's "
+            "configuration (AIRFLOW_HOME, the database URL and the Fernet key) is that of the "
+            "deployment and the DB is migrated (`airflow db migrate`), or use --output instead."
+        ) from None
+
+
 def save_connection(conn_id: str, connection: dict[str, Any]) -> bool:
     """Create or update ``conn_id`` in the Airflow metadata DB (ORM); True when it was created.
 
     Needs the Airflow configuration of the deployment (AIRFLOW_HOME or
     AIRFLOW__DATABASE__SQL_ALCHEMY_CONN and the same Fernet key) in this process's environment.
     """
-    try:
+    extra = json.dumps(connection["extra"])
+    with _metadata_db(f"save connection {conn_id!r} to"):
         from airflow.models.connection import Connection
         from airflow.utils.session import create_session
         from sqlalchemy import select
-    except ImportError as exc:
-        raise AuthCliError(f"--save needs Airflow installed in this environment ({exc}).") from None
-    extra = json.dumps(connection["extra"])
-    try:
+
         with create_session() as session:
             existing = session.scalar(select(Connection).where(Connection.conn_id == conn_id))
             if existing is None:
@@ -97,13 +126,4 @@ def save_connection(conn_id: str, connection: dict[str, Any]) -> bool:
             existing.extra = extra
             existing.host = existing.schema = existing.port = None
             return False
-    except Exception as exc:
-        # A DB driver error (`orig`) names the problem ("no such table: connection") without the
-        # statement's parameters, which hold the (encrypted) secrets.
-        reason = f"{type(exc).__name__}: {exc.orig}" if getattr(exc, "orig", None) else type(exc).__name__
-        raise AuthCliError(
-            f"Could not save connection {conn_id!r} to the Airflow metadata DB ({reason}). "
-            "Run this where Airflow's configuration (AIRFLOW_HOME, the database URL and the Fernet key) "
-            "is that of the deployment and the DB is migrated (`airflow db migrate`), or use --output "
-            "instead."
-        ) from None
+    raise AssertionError("unreachable")  # _metadata_db re-raises every failure

@@ -29,6 +29,7 @@ from airflow_provider_constantcontact.cli._oauth import (
 from airflow_provider_constantcontact.cli._output import (
     FORMATS,
     build_connection,
+    check_can_save,
     masked,
     render,
     save_connection,
@@ -232,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--public-client and --client-secret exclude each other")
     try:
         client_secret = None if args.public_client else read_client_secret(args.client_secret)
+        if args.save:
+            check_can_save()
         if not (args.show_secrets or args.save or args.output_file):
             print(
                 "Note: the client secret and refresh token will be printed as ***. Add --save, "

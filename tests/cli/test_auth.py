@@ -611,6 +611,7 @@ def test_save_without_a_migrated_db_fails_clearly(
     assert "airflow db migrate" in err
     assert out == ""
     assert "parameters" not in err  # never the failed statement's (encrypted) values
+    assert browser.urls == []  # checked before the consent, which would otherwise be wasted
 
 
 class _FakeDbError(Exception):
