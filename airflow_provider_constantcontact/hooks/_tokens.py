@@ -31,7 +31,6 @@ from airflow_provider_constantcontact.exceptions import (
 )
 from airflow_provider_constantcontact.hooks._http import (
     HttpClient,
-    error_for_response,
     pacer_for,
     parse_error_body,
 )
@@ -261,6 +260,11 @@ def clear_process_cache() -> None:
 class _InvalidGrant(Exception):
     """Internal: the token endpoint answered ``invalid_grant``."""
 
+    def __init__(self, status: int, error_message: str | None) -> None:
+        super().__init__(error_message)
+        self.status = status
+        self.error_message = error_message
+
 
 class TokenManager:
     """Hands out a valid access token, refreshing (and persisting rotations) when needed."""
@@ -339,10 +343,10 @@ class TokenManager:
             tried.add(refresh_token)
             try:
                 payload = self._call_token_endpoint(refresh_token)
-            except _InvalidGrant:
+            except _InvalidGrant as refused:
                 recovered = self._recover_after_invalid_grant(tried)
                 if recovered is None:
-                    raise self._reauthorization_error() from None
+                    raise self._reauthorization_error(refused) from None
                 if recovered.usable(self._clock(), self.refresh_margin):
                     log.info("Using the access token another task obtained for connection %s", self.conn_id)
                     return recovered
@@ -360,7 +364,7 @@ class TokenManager:
                 return record
         return None
 
-    def _reauthorization_error(self) -> ConstantContactReauthorizationRequired:
+    def _reauthorization_error(self, refused: _InvalidGrant) -> ConstantContactReauthorizationRequired:
         key = variable_key(self.conn_id)
         return ConstantContactReauthorizationRequired(
             f"The refresh token of Constant Contact connection '{self.conn_id}' was refused "
@@ -368,10 +372,11 @@ class TokenManager:
             "A Constant Contact account admin must re-authorise: run `constantcontact-auth`, put the "
             f"printed refresh token into the connection's refresh_token field, and delete the Variable "
             f"'{key}' (or update it) so no stale rotated token is used.",
-            status=400,
+            status=refused.status,
             method="POST",
             path=self._token_path(),
             error_key="invalid_grant",
+            error_message=refused.error_message,
         )
 
     def _token_path(self) -> str:
@@ -407,7 +412,7 @@ class TokenManager:
             return payload
         error_key, error_message = parse_error_body(response)
         if error_key == "invalid_grant":
-            raise _InvalidGrant()
+            raise _InvalidGrant(response.status_code, error_message)
         if error_key == "invalid_client":
             raise ConstantContactAuthError(
                 f"The token endpoint {path} rejected the client credentials (invalid_client): check the "
@@ -418,14 +423,15 @@ class TokenManager:
                 error_key=error_key,
                 error_message=error_message,
             )
-        error = error_for_response(response, "POST", path)
+        detail = ": ".join(p for p in (error_key, error_message) if p) or response.reason or "no detail"
         raise ConstantContactAuthError(
-            f"Refreshing the access token failed: {error}",
-            status=error.status,
+            f"Refreshing the access token failed: the token endpoint {path} answered HTTP "
+            f"{response.status_code} ({detail}); check the connection's token_url.",
+            status=response.status_code,
             method="POST",
             path=path,
-            error_key=error.error_key,
-            error_message=error.error_message,
+            error_key=error_key,
+            error_message=error_message,
         )
 
     def _accept(self, payload: dict[str, Any], used_refresh_token: str, had_record: bool) -> TokenRecord:

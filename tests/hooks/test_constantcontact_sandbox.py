@@ -242,6 +242,7 @@ def test_no_secret_or_email_in_logs(constantcontact_sandbox_factory, caplog, cap
         ("wrong_api_base_url", "does not look like the Constant Contact V3 API"),
         ("unreachable_api", "Cannot reach the API"),
         ("unreachable_token_url", "Cannot reach the token URL"),
+        ("wrong_token_url", "check the connection's token_url"),
         ("missing_refresh_token", "refresh_token"),
     ],
 )
@@ -261,6 +262,8 @@ def test_test_connection_explains_what_is_wrong(constantcontact_sandbox_factory,
         extra["api_base_url"] = "http://127.0.0.1:9/v3"
     if case == "unreachable_token_url":
         extra["token_url"] = "http://127.0.0.1:9/token"
+    if case == "wrong_token_url":
+        extra["token_url"] = sandbox.base_url + "/oauth2/v1/not-the-token-endpoint"
     if case == "missing_refresh_token":
         extra["refresh_token"] = ""
     hook = sandbox_hook(sandbox, **extra)
