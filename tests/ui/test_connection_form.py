@@ -227,6 +227,11 @@ def test_add_constant_contact_connection_and_test_it(
 def test_wrong_client_secret_shows_why_the_test_failed(
     page: Page, airflow: AirflowStandalone, sandbox: ConstantContactSandbox, tmp_path: Path
 ) -> None:
+    """Same values but the client secret, in the API server that just tested the good ones.
+
+    A wrong secret must fail even though that process already holds an access token for the
+    same client ID and refresh token: the Test button has to check the credentials as entered.
+    """
     log_in(page, airflow)
     open_add_constant_contact_form(page, "constantcontact_wrong_secret")
     fill_form(
