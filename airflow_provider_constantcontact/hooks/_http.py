@@ -217,6 +217,13 @@ def _retry_after_seconds(response: requests.Response) -> float | None:
         return None
 
 
+_TRANSIENT_REQUEST_ERRORS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,  # connection dropped while reading the body
+)
+
+
 class HttpClient:
     """One ``requests.Session`` with timeouts, pacing and tenacity-driven retries."""
 
@@ -310,8 +317,12 @@ class HttpClient:
         try:
             response = self.session.request(method, url, timeout=self.timeout, **kwargs)
         except requests.RequestException as exc:
-            if not isinstance(exc, (requests.ConnectionError, requests.Timeout)):
-                raise
+            if not isinstance(exc, _TRANSIENT_REQUEST_ERRORS):
+                raise ConstantContactError(
+                    f"Constant Contact {method} {log_path} failed: {type(exc).__name__}",
+                    method=method,
+                    path=log_path,
+                ) from None
             error = ConstantContactServerError(
                 f"Constant Contact {method} {log_path} failed: {type(exc).__name__} "
                 f"(host unreachable, connection dropped or timed out)",

@@ -790,3 +790,19 @@ def test_test_connection_fails_fast_on_server_errors(mocked):
     assert not ok
     assert "503" in message
     assert len(api_calls(mocked)) == 2
+
+
+def test_a_body_cut_short_is_retried(authed):
+    authed.get(LISTS, body=requests.exceptions.ChunkedEncodingError("cut"))
+    authed.get(LISTS, json={"lists": []})
+
+    assert fast_hook(MemoryTokenStore()).request("GET", "/contact_lists") == {"lists": []}
+
+
+def test_other_request_errors_become_constant_contact_errors(authed):
+    authed.get(LISTS, body=requests.exceptions.TooManyRedirects("loop"))
+
+    with pytest.raises(ConstantContactError, match="TooManyRedirects") as err:
+        fast_hook(MemoryTokenStore()).request("GET", "/contact_lists")
+    assert len(api_calls(authed)) == 1
+    assert err.value.path == "/v3/contact_lists"
