@@ -40,12 +40,9 @@ class SegmentSource:
     schemas: list[pa.Schema]
 
     @property
-    def available_columns(self) -> list[str]:
-        """Column names present in at least one file, in first-seen order."""
-        names: dict[str, None] = {}
-        for schema in self.schemas:
-            names.update(dict.fromkeys(schema.names))
-        return list(names)
+    def is_local(self) -> bool:
+        """Whether the files are on the local filesystem (no network round trips)."""
+        return isinstance(self.filesystem, pafs.LocalFileSystem)
 
     def dataset(self, columns: Sequence[str]) -> ds.Dataset:
         """A dataset over every file, restricted to ``columns`` with a unified schema.
