@@ -59,8 +59,13 @@ def get_provider_info() -> dict[str, Any]:
                     },
                     "token_url": {
                         "label": "Token URL",
-                        "description": "OAuth2 token endpoint used to refresh access tokens.",
-                        "schema": {"type": ["string", "null"], "default": DEFAULT_TOKEN_URL},
+                        # No schema default: Airflow masks the values of extra fields whose name holds
+                        # "token", so a default here would reach the form as "***".
+                        "description": (
+                            f"OAuth2 token endpoint used to refresh access tokens. Leave empty for "
+                            f"{DEFAULT_TOKEN_URL}; a local sandbox prints its own."
+                        ),
+                        "schema": {"type": ["string", "null"]},
                     },
                     "max_requests_per_second": {
                         "label": "Requests per second",

@@ -39,14 +39,18 @@ def test_extra_fields_have_labels_defaults_and_a_masked_refresh_token(hook_meta)
     assert extra["refresh_token"]["schema"]["title"] == "Refresh token"
     assert extra["api_base_url"]["schema"]["default"] == DEFAULT_API_BASE_URL
     assert extra["api_base_url"]["value"] == DEFAULT_API_BASE_URL
-    assert extra["token_url"]["schema"]["default"] == DEFAULT_TOKEN_URL
+    # token_url's default lives in the hook and the description: a schema default would be masked.
+    assert "default" not in extra["token_url"]["schema"]
+    assert extra["token_url"]["value"] is None
+    assert DEFAULT_TOKEN_URL in extra["token_url"]["description"]
     assert extra["max_requests_per_second"]["schema"]["default"] == 4
 
 
-def test_a_masked_token_url_from_the_form_falls_back_to_the_default(hook_meta):
-    """The UI masks values of fields named like "token": token_url's initial value is "***"."""
-    served = hook_meta.extra_fields["token_url"]["value"]
-    hook = fast_hook(token_url=served, api_base_url="")
+def test_a_masked_or_empty_token_url_falls_back_to_the_default():
+    """The UI masks values of fields named like "token": a stored "***" means the default."""
+    hook = fast_hook(token_url="***", api_base_url="")
+    assert hook.token_url == DEFAULT_TOKEN_URL
+    hook = fast_hook(token_url=None, api_base_url="")
     assert hook.token_url == DEFAULT_TOKEN_URL
     assert hook.api_base_url == DEFAULT_API_BASE_URL
 
