@@ -11,13 +11,12 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_constantcontact.exceptions import ConstantContactImportError
-from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
 from airflow_provider_constantcontact.utils.activities import (
     ActivityPoller,
     check_activities,
@@ -26,6 +25,18 @@ from airflow_provider_constantcontact.utils.activities import (
     next_poll_interval,
     normalize_activity_ids,
 )
+
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
+
+    from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
+
+
+def _build_hook(conn_id: str, connection: Connection) -> ConstantContactHook:
+    """Import and build the hook; called in a worker thread, never on the triggerer's loop."""
+    from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
+
+    return ConstantContactHook(conn_id, connection=connection)
 
 
 class ConstantContactImportTrigger(BaseTrigger):
@@ -78,10 +89,9 @@ class ConstantContactImportTrigger(BaseTrigger):
 
     async def _make_hook(self) -> ConstantContactHook:
         connection = await BaseHook.aget_connection(self.constantcontact_conn_id)
-        # Built off the loop too, in case the hook touches the network or a Variable early.
-        return await asyncio.to_thread(
-            ConstantContactHook, self.constantcontact_conn_id, connection=connection
-        )
+        # Imported and built off the loop: the hook's import (requests, ...) would otherwise be
+        # the triggerer's first blocking moment; the triggerer imports this module on its loop.
+        return await asyncio.to_thread(_build_hook, self.constantcontact_conn_id, connection)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         poller = ActivityPoller(self.activity_ids)

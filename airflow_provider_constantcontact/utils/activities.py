@@ -16,8 +16,6 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import requests
-
 from airflow_provider_constantcontact.exceptions import (
     ConstantContactImportError,
     ConstantContactQuotaExceededError,
@@ -91,9 +89,8 @@ def is_transient_error(error: BaseException) -> bool:
     if isinstance(error, ConstantContactQuotaExceededError):
         # Polling more cannot help before the day resets and only delays the failure.
         return False
-    return isinstance(
-        error, (ConstantContactServerError, ConstantContactRateLimitError, requests.RequestException, OSError)
-    )
+    # OSError covers requests' RequestException (a subclass of IOError) and socket errors.
+    return isinstance(error, (ConstantContactServerError, ConstantContactRateLimitError, OSError))
 
 
 def fetch_activities(hook: ConstantContactHook, activity_ids: Sequence[str]) -> dict[str, dict]:
