@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -272,6 +273,10 @@ class ConstantContactSegmentExportOperator(BaseOperator):
                 )
 
 
+class _NotSent(Exception):
+    """A queued body that was not sent because an earlier one failed."""
+
+
 class _Export:
     """One run of the two-pass export (state kept out of the operator, which is serialised)."""
 
@@ -499,32 +504,44 @@ class _Export:
         error is raised after logging what was already imported.
         """
         hook = self.op.hook
-        pending: list[tuple[import_batches.ImportBody, Future]] = []
-        done = 0
-        done_contacts = 0
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cc-import") as pool:
+        stop = threading.Event()
+        accepted = [0, 0]  # requests, contacts; written by the sender thread only
+
+        def post(body: import_batches.ImportBody) -> dict:
+            if stop.is_set():  # an earlier body failed: send nothing more
+                raise _NotSent
             try:
-                for body in bodies:
-                    pending.append((body, pool.submit(hook.import_contacts_body, body.body)))
-                    while len(pending) > MAX_QUEUED_BODIES or (pending and pending[0][1].done()):
-                        finished, future = pending.pop(0)
-                        activity = future.result()
-                        done += 1
-                        done_contacts += finished.contacts
-                        yield done, finished, activity
-                while pending:
-                    finished, future = pending.pop(0)
-                    activity = future.result()
-                    done += 1
-                    done_contacts += finished.contacts
-                    yield done, finished, activity
+                activity = hook.import_contacts_body(body.body)
             except BaseException:
-                for _, future in pending:
-                    future.cancel()
-                self.log.error(
-                    "Export stopped after %d import request(s) with %d contacts were accepted; "
-                    "re-running the task is safe (imports update contacts by email)",
-                    done,
-                    done_contacts,
-                )
+                stop.set()
                 raise
+            accepted[0] += 1
+            accepted[1] += body.contacts
+            return activity
+
+        pending: list[tuple[import_batches.ImportBody, Future]] = []
+        number = 0
+        try:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cc-import") as pool:
+                try:
+                    for body in bodies:
+                        pending.append((body, pool.submit(post, body)))
+                        while len(pending) > MAX_QUEUED_BODIES or (pending and pending[0][1].done()):
+                            finished, future = pending.pop(0)
+                            number += 1
+                            yield number, finished, future.result()
+                    while pending:
+                        finished, future = pending.pop(0)
+                        number += 1
+                        yield number, finished, future.result()
+                except BaseException:
+                    stop.set()
+                    raise
+        except BaseException:
+            # The pool has finished what was in flight: these counts are final.
+            self.log.error(
+                "Export stopped after %d import request(s) with %d contacts were accepted; "
+                "re-running the task is safe (imports update contacts by email)",
+                *accepted,
+            )
+            raise

@@ -16,6 +16,7 @@ from airflow.sdk.exceptions import TaskDeferred
 from airflow_provider_constantcontact.exceptions import (
     ConstantContactImportError,
     ConstantContactNotFoundError,
+    ConstantContactServerError,
     ConstantContactValidationError,
 )
 from airflow_provider_constantcontact.operators.constantcontact import ConstantContactSegmentExportOperator
@@ -471,3 +472,26 @@ def test_empty_or_fully_filtered_segment_sends_nothing(
     )
     assert (summary["rows_read"], summary["rows_filtered_out"], summary["batches"]) == (0, 1, 0)
     assert imports_in_log(constantcontact_sandbox) == []
+
+
+def test_permanent_failure_mid_export_stops_and_says_what_was_sent(
+    make_export, constantcontact_sandbox, newsletter, tmp_path, capsys
+) -> None:
+    source = write_parquet(tmp_path / "s.parquet", {"Email": [f"p{i}@e.io" for i in range(85_000)]})
+    operator = make_export(source=str(source), field_mapping={"email": "Email"})
+    post = operator.hook.import_contacts_body
+    calls = []
+
+    def failing_post(body: bytes) -> dict:
+        calls.append(1)
+        if len(calls) == 2:
+            constantcontact_sandbox.fail_next(50, status=500, path_prefix=IMPORT_PATH)
+        return post(body)
+
+    operator.hook.import_contacts_body = failing_post
+    with pytest.raises(ConstantContactServerError):
+        run(operator)
+    assert len(calls) == 2  # nothing is sent after the failed body
+    assert len(constantcontact_sandbox.list_members(newsletter)) == 40_000
+    captured = capsys.readouterr()
+    assert "Export stopped after 1 import request(s) with 40000 contacts" in captured.out + captured.err
