@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -151,6 +152,23 @@ def tail(path: Path, lines: int = 60) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
+WAIT_EVENTS = re.compile(
+    r"^\S*T(?P<time>\d\d:\d\d:\d\d)\S* \[\w+\s*\] "
+    r"(?P<event>Constant Contact import [\d.]+% done \(.*?\)"
+    r"|Pausing task as DEFERRED|\[DAG TEST\] Trigger completed)"
+)
+
+
+def wait_events(log_path: Path) -> list[str]:
+    """How the import wait went, from the Airflow log: progress polls, the deferral, the trigger."""
+    events = []
+    for line in log_path.read_text(errors="replace").splitlines():
+        match = WAIT_EVENTS.match(line)
+        if match:
+            events.append(f"  {match['time']}  {match['event']}")
+    return events
+
+
 def format_summaries(export: dict, imported: dict, list_size: int) -> str:
     """The human-readable end of the demo."""
     rejected = ", ".join(f"{reason}: {count}" for reason, count in sorted(export.get("rejected", {}).items()))
@@ -248,7 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"FAILED: airflow dags test exited {code}; the run did not succeed", file=sys.stderr)
                 return 1
             members = sandbox.list_members(list_id)
-            step("DAG run succeeded\n")
+            step("DAG run succeeded; how wait_for_import waited (UTC):")
+            print("\n".join(wait_events(log_path)) + "\n", flush=True)
             print(format_summaries(export, imported, len(members)), flush=True)
 
         if set(members) != set(expected):

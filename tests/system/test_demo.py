@@ -35,6 +35,9 @@ def test_demo_runs_the_scheduled_dag_end_to_end_and_prints_the_summary():
     assert re.search(r"activity [0-9a-f-]{36}: completed, 100% done", result.stdout)
     assert re.search(r"duplicates dropped\s+[1-9]", result.stdout)
     assert "OK: the list holds exactly" in result.stdout
+    # The sensor deferred and the trigger saw the import through.
+    assert "Pausing task as DEFERRED" in result.stdout
+    assert "Trigger completed" in result.stdout
     # The temporary Airflow home is gone.
     home = re.search(r"Airflow home (\S+) \(SQLite\)", result.stdout).group(1)
     assert not os.path.exists(home)
