@@ -62,14 +62,17 @@ def _batches_left(contacts: int, bytes_per_contact: float) -> int:
     return max(math.ceil(by_bytes), math.ceil(contacts / import_batches.MAX_CONTACTS_PER_IMPORT))
 
 
+def split_list(value: str | Sequence[Any]) -> list[Any]:
+    """A list as given, or from a string: ``"a, b"`` or a rendered list such as ``"['a', 'b']"``."""
+    if not isinstance(value, str):
+        return list(value)
+    parts = (part.strip().strip("'\"").strip() for part in value.strip().strip("[]").split(","))
+    return [part for part in parts if part]
+
+
 def normalize_list_ids(value: str | Sequence[str]) -> list[str]:
     """One id, a comma-separated string or a list -> a de-duplicated list of 1 to 50 ids."""
-    if isinstance(value, str):
-        items = [part.strip() for part in value.strip().strip("[]").split(",")]
-        items = [item.strip("'\"") for item in items]
-    else:
-        items = [str(item).strip() for item in value]
-    ids = list(dict.fromkeys(item for item in items if item))
+    ids = list(dict.fromkeys(str(item).strip() for item in split_list(value) if str(item).strip()))
     if not 1 <= len(ids) <= MAX_LIST_IDS:
         raise ValueError(f"list_ids must hold 1 to {MAX_LIST_IDS} contact list ids, got {len(ids)}")
     return ids
@@ -231,14 +234,12 @@ class ConstantContactSegmentExportOperator(BaseOperator):
             if self.segments not in (None, [], ""):
                 raise ValueError("segments needs segment_column: the column holding each row's segment")
             return None
-        segments = self.segments
-        if isinstance(segments, str):
-            segments = [part.strip() for part in segments.split(",") if part.strip()]
+        segments = split_list(self.segments or [])
         if not segments:
             raise ValueError(
                 f"segment_column {self.segment_column!r} is set, so segments must list at least one"
             )
-        return list(segments)
+        return segments
 
     def _check_columns(self, source: SegmentSource, plan: cleaning.ContactPlan) -> None:
         needed = plan.columns + ([self.segment_column] if self.segment_column else [])

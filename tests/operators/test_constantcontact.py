@@ -19,7 +19,11 @@ from airflow_provider_constantcontact.exceptions import (
     ConstantContactServerError,
     ConstantContactValidationError,
 )
-from airflow_provider_constantcontact.operators.constantcontact import ConstantContactSegmentExportOperator
+from airflow_provider_constantcontact.operators.constantcontact import (
+    ConstantContactSegmentExportOperator,
+    normalize_list_ids,
+    split_list,
+)
 from airflow_provider_constantcontact.utils import import_batches
 from airflow_provider_constantcontact.utils.import_batches import envelope
 from airflow_provider_constantcontact.utils.segment_source import SegmentSourceError
@@ -495,3 +499,15 @@ def test_permanent_failure_mid_export_stops_and_says_what_was_sent(
     assert len(constantcontact_sandbox.list_members(newsletter)) == 40_000
     captured = capsys.readouterr()
     assert "Export stopped after 1 import request(s) with 40000 contacts" in captured.out + captured.err
+
+
+def test_list_ids_and_segments_accept_rendered_strings() -> None:
+    assert normalize_list_ids("['id-1', 'id-2', 'id-1']") == ["id-1", "id-2"]
+    assert normalize_list_ids(' id-1 , "id-2" ') == ["id-1", "id-2"]
+    assert normalize_list_ids(["id-1"]) == ["id-1"]
+    assert split_list('["VIP", "New"]') == ["VIP", "New"]
+    assert split_list([1, 2]) == [1, 2]
+    with pytest.raises(ValueError, match="1 to 50"):
+        normalize_list_ids("")
+    with pytest.raises(ValueError, match="got 51"):
+        normalize_list_ids([f"id-{i}" for i in range(51)])
