@@ -81,7 +81,7 @@ def get_provider_info() -> dict[str, Any]:
                     "relabeling": {"login": "Client ID (API key)", "password": "Client secret"},
                     "placeholders": {
                         "login": "API key of your application in Constant Contact's developer portal",
-                        "password": "Client secret generated for that application",
+                        "password": "Client secret of that application (empty for a public PKCE or device-flow application)",
                         "refresh_token": "Printed by `constantcontact-auth`",
                         "api_base_url": DEFAULT_API_BASE_URL,
                         "token_url": DEFAULT_TOKEN_URL,

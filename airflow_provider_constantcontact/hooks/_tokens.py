@@ -274,7 +274,7 @@ class TokenManager:
         *,
         conn_id: str,
         client_id: str,
-        client_secret: str,
+        client_secret: str | None,
         refresh_token: str,
         token_url: str,
         http: HttpClient,
@@ -300,15 +300,30 @@ class TokenManager:
         mask(client_secret, refresh_token)
 
     # -- public
-    def access_token(self, *, stale: str | None = None) -> str:
-        """A usable access token; ``stale`` is one the API just refused (401), never reused."""
+    def access_token(self, *, stale: str | None = None, force_refresh: bool = False) -> str:
+        """A usable access token; ``stale`` is one the API just refused (401), never reused.
+
+        ``force_refresh`` always asks the token endpoint (with the newest refresh token known),
+        so the client credentials as configured are checked even when a cached token exists.
+        """
         with _lock_for(self._key):
             now = self._clock()
             cached = _CACHE.get(self._key)
-            if cached and cached.access_token != stale and cached.usable(now, self.refresh_margin):
+            reusable = not force_refresh
+            if (
+                reusable
+                and cached
+                and cached.access_token != stale
+                and cached.usable(now, self.refresh_margin)
+            ):
                 return cached.access_token
             stored = self._load()
-            if stored and stored.access_token != stale and stored.usable(now, self.refresh_margin):
+            if (
+                reusable
+                and stored
+                and stored.access_token != stale
+                and stored.usable(now, self.refresh_margin)
+            ):
                 _CACHE[self._key] = stored
                 return stored.access_token
             # The newest refresh token known: the store's, else this process's own rotation.
@@ -386,15 +401,21 @@ class TokenManager:
 
     def _call_token_endpoint(self, refresh_token: str) -> dict[str, Any]:
         path = self._token_path()
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        if self._client_secret:
+            credentials: dict[str, Any] = {"auth": (self.client_id, self._client_secret)}
+        else:  # a public client (PKCE or device flow application) has no secret
+            credentials = {}
+            form["client_id"] = self.client_id
         response = self._http.send(
             "POST",
             self.token_url,
             log_path=path,
             pacer=pacer_for(f"token:{self.token_url}"),
             rate=TOKEN_ENDPOINT_RATE if self._pacing else 0.0,
-            data={"grant_type": "refresh_token", "refresh_token": refresh_token},
-            auth=(self.client_id, self._client_secret),
+            data=form,
             headers={"Content-Type": "application/x-www-form-urlencoded"},
+            **credentials,
         )
         if response.ok:
             try:

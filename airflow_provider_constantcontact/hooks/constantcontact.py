@@ -91,6 +91,12 @@ class ConstantContactHook(BaseHook):
         refresh_margin: float = 300.0,
     ) -> None:
         super().__init__()
+        if (
+            connection is not None
+            and connection.conn_id
+            and constantcontact_conn_id == self.default_conn_name
+        ):
+            constantcontact_conn_id = connection.conn_id
         self.constantcontact_conn_id = constantcontact_conn_id
         self._connection = connection
         self._token_store = token_store
@@ -166,11 +172,12 @@ class ConstantContactHook(BaseHook):
     def tokens(self) -> TokenManager:
         """The token manager (access token cache, refresh, rotation store)."""
         conn = self.connection
+        # No client secret means a public client (an application registered for PKCE or the
+        # device flow without a secret): refreshes then send the client id in the form body.
         missing = [
             label
             for label, value in (
                 ("Client ID (login)", conn.login),
-                ("Client secret (password)", conn.password),
                 ("refresh_token (extra)", self._extra.get("refresh_token")),
             )
             if not value
@@ -439,7 +446,9 @@ class ConstantContactHook(BaseHook):
                 f"Cannot read connection '{self.constantcontact_conn_id}': {type(exc).__name__}: {exc}",
             )
         try:
-            tokens.access_token()
+            # Always ask the token endpoint: a cached or stored access token would hide wrong
+            # client credentials typed into the form.
+            tokens.access_token(force_refresh=True)
         except ConstantContactReauthorizationRequired as exc:
             return False, f"Refresh token revoked, expired or already used. {exc}"
         except ConstantContactAuthError as exc:

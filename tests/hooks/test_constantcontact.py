@@ -30,7 +30,7 @@ from airflow_provider_constantcontact.hooks._tokens import (
     TokenRecord,
     lineage_origin,
 )
-from airflow_provider_constantcontact.hooks.constantcontact import MAX_IMPORT_BODY_BYTES
+from airflow_provider_constantcontact.hooks.constantcontact import MAX_IMPORT_BODY_BYTES, ConstantContactHook
 from tests.hooks.helpers import (
     API,
     CLIENT_ID,
@@ -39,6 +39,7 @@ from tests.hooks.helpers import (
     TOKEN_URL,
     fast_hook,
     future,
+    make_connection,
     make_jwt,
     token_body,
 )
@@ -95,6 +96,30 @@ def test_refresh_uses_basic_client_auth_and_a_form_body(mocked):
     assert call.request.headers["Content-Type"] == "application/x-www-form-urlencoded"
     assert parse_qs(call.request.body) == {"grant_type": ["refresh_token"], "refresh_token": [REFRESH_TOKEN]}
     assert api_calls(mocked)[0].request.headers["Authorization"] == f"Bearer {access}"
+
+
+def test_a_public_client_refreshes_with_its_client_id_in_the_form_and_no_basic_auth(mocked):
+    """PKCE / device-flow applications have no client secret."""
+    mocked.post(TOKEN_URL, json=token_body(make_jwt(future(), "pub")))
+    mocked.get(LISTS, json={"lists": []})
+    hook = fast_hook(MemoryTokenStore())
+    hook.connection.password = None
+
+    hook.request("GET", "/contact_lists")
+
+    (call,) = token_calls(mocked)
+    assert "Authorization" not in call.request.headers
+    assert parse_qs(call.request.body) == {
+        "grant_type": ["refresh_token"],
+        "refresh_token": [REFRESH_TOKEN],
+        "client_id": [CLIENT_ID],
+    }
+
+
+def test_a_hook_given_a_connection_names_that_connection():
+    assert ConstantContactHook(connection=make_connection("cc_marketing")).constantcontact_conn_id == (
+        "cc_marketing"
+    )
 
 
 def test_token_is_cached_and_refreshed_proactively_before_its_jwt_exp(mocked):

@@ -275,3 +275,16 @@ def test_test_connection_explains_what_is_wrong(constantcontact_sandbox_factory,
     assert ok is (case == "ok"), message
     assert expected in message
     assert sandbox.refresh_token not in message
+
+
+def test_test_connection_checks_the_secret_even_when_a_token_is_cached(constantcontact_sandbox):
+    """The Test button must not pass a wrong secret because an earlier test cached a token."""
+    store = MemoryTokenStore()
+    assert sandbox_hook(constantcontact_sandbox, store=store).test_connection()[0]
+    wrong = sandbox_hook(constantcontact_sandbox, store=store)
+    wrong.connection.password = "not-the-secret"
+
+    ok, message = wrong.test_connection()
+
+    assert not ok
+    assert "invalid_client" in message
