@@ -33,8 +33,10 @@ from airflow_provider_constantcontact.exceptions import (
     ConstantContactValidationError,
 )
 from airflow_provider_constantcontact.hooks.constantcontact import MAX_IMPORT_BODY_BYTES, ConstantContactHook
+from airflow_provider_constantcontact.triggers.constantcontact import ConstantContactImportTrigger
 from airflow_provider_constantcontact.utils import contact_cleaning as cleaning
 from airflow_provider_constantcontact.utils import import_batches
+from airflow_provider_constantcontact.utils.activities import wait_for_activities
 from airflow_provider_constantcontact.utils.rejects import RejectsWriter
 from airflow_provider_constantcontact.utils.segment_source import (
     SegmentSource,
@@ -151,10 +153,12 @@ class ConstantContactSegmentExportOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> ConstantContactHook:
+        """The hook all of this task's requests go through."""
         return ConstantContactHook(self.constantcontact_conn_id)
 
     # ------------------------------------------------------------------------------ execute
     def execute(self, context: Context) -> dict[str, Any]:
+        """Check everything, export in two passes, then (optionally) wait; return the summary."""
         list_ids = normalize_list_ids(self.list_ids)
         plan = cleaning.ContactPlan(dict(self.field_mapping))
         segments = self._segments()
@@ -168,8 +172,6 @@ class ConstantContactSegmentExportOperator(BaseOperator):
         if self.dry_run or not activity_ids or not self.wait_for_completion:
             return summary
         if self.deferrable:
-            from airflow_provider_constantcontact.triggers.constantcontact import ConstantContactImportTrigger
-
             self.defer(
                 trigger=ConstantContactImportTrigger(
                     activity_ids=activity_ids,
@@ -183,8 +185,6 @@ class ConstantContactSegmentExportOperator(BaseOperator):
                 # A little beyond the trigger's own end_time, so the trigger reports the timeout.
                 timeout=timedelta(seconds=self.timeout + 60),
             )
-        from airflow_provider_constantcontact.utils.activities import wait_for_activities
-
         result = wait_for_activities(
             self.hook,
             activity_ids,
