@@ -64,6 +64,13 @@ def _batches_left(contacts: int, bytes_per_contact: float) -> int:
     return max(math.ceil(by_bytes), math.ceil(contacts / import_batches.MAX_CONTACTS_PER_IMPORT))
 
 
+def _unset(value: Any) -> Any:
+    """None for a missing optional value, including a template that rendered "" or "None"."""
+    if value is None or (isinstance(value, str) and value.strip() in ("", "None")):
+        return None
+    return value
+
+
 def split_list(value: str | Sequence[Any]) -> list[Any]:
     """A list as given, or from a string: ``"a, b"`` or a rendered list such as ``"['a', 'b']"``."""
     if not isinstance(value, str):
@@ -159,6 +166,10 @@ class ConstantContactSegmentExportOperator(BaseOperator):
     # ------------------------------------------------------------------------------ execute
     def execute(self, context: Context) -> dict[str, Any]:
         """Check everything, export in two passes, then (optionally) wait; return the summary."""
+        # Optional templated fields may render to "" or "None" (non-native rendering).
+        self.segment_column = _unset(self.segment_column)
+        self.segments = _unset(self.segments)
+        self.rejects_path = _unset(self.rejects_path)
         list_ids = normalize_list_ids(self.list_ids)
         plan = cleaning.ContactPlan(dict(self.field_mapping))
         segments = self._segments()
@@ -231,7 +242,7 @@ class ConstantContactSegmentExportOperator(BaseOperator):
     # ----------------------------------------------------------------------------- preflight
     def _segments(self) -> list[Any] | None:
         if self.segment_column is None:
-            if self.segments not in (None, [], ""):
+            if self.segments not in (None, []):
                 raise ValueError("segments needs segment_column: the column holding each row's segment")
             return None
         segments = split_list(self.segments or [])

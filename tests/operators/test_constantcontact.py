@@ -501,6 +501,21 @@ def test_permanent_failure_mid_export_stops_and_says_what_was_sent(
     assert "Export stopped after 1 import request(s) with 40000 contacts" in captured.out + captured.err
 
 
+def test_optional_fields_rendered_as_none_strings_mean_unset(make_export, tmp_path) -> None:
+    source = write_parquet(tmp_path / "s.parquet", {"Email": ["a@example.com"]})
+    operator = make_export(
+        source=str(source),
+        field_mapping={"email": "Email"},
+        segment_column="None",
+        segments="",
+        rejects_path="None",
+    )
+    summary, _ = run(operator)
+    assert summary["contacts_submitted"] == 1
+    assert "rows_filtered_out" not in summary
+    assert "rejects_path" not in summary
+
+
 def test_list_ids_and_segments_accept_rendered_strings() -> None:
     assert normalize_list_ids("['id-1', 'id-2', 'id-1']") == ["id-1", "id-2"]
     assert normalize_list_ids(' id-1 , "id-2" ') == ["id-1", "id-2"]
