@@ -19,8 +19,11 @@ def test_provider_info_is_valid_against_airflows_own_schema():
 
 
 def test_entry_point_points_at_get_provider_info():
-    (entry,) = [ep for ep in entry_points(group="apache_airflow_provider") if ep.name == "provider_info"
-                and ep.value.startswith("airflow_provider_constantcontact")]
+    (entry,) = [
+        ep
+        for ep in entry_points(group="apache_airflow_provider")
+        if ep.name == "provider_info" and ep.value.startswith("airflow_provider_constantcontact")
+    ]
     assert entry.load() is get_provider_info
 
 
