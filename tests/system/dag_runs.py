@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+from pathlib import Path
 from types import ModuleType
 
 from tests.conftest import REPO_ROOT, airflow_env
@@ -23,7 +24,12 @@ def load_demo() -> ModuleType:
 
 
 def airflow_dags_test(
-    dag_id: str, *, env: dict[str, str], conf: str | None = None, timeout: float = 600
+    dag_id: str,
+    *,
+    env: dict[str, str],
+    conf: str | None = None,
+    timeout: float = 600,
+    dags_folder: Path = EXAMPLE_DAGS,
 ) -> subprocess.CompletedProcess:
     """``airflow dags test <dag_id>`` in a sub-process sharing the test session's metadata DB."""
     command = [sys.executable, "-m", "airflow", "dags", "test", dag_id]
@@ -31,7 +37,7 @@ def airflow_dags_test(
         command += ["--conf", conf]
     return subprocess.run(
         command,
-        env=airflow_env(AIRFLOW__CORE__DAGS_FOLDER=str(EXAMPLE_DAGS), **env),
+        env=airflow_env(AIRFLOW__CORE__DAGS_FOLDER=str(dags_folder), **env),
         capture_output=True,
         text=True,
         timeout=timeout,
