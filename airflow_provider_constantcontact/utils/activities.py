@@ -105,12 +105,13 @@ def fetch_activities(hook: ConstantContactHook, activity_ids: Sequence[str]) -> 
     wanted = list(dict.fromkeys(activity_ids))
     if not wanted:
         return {}
+    wanted_set = set(wanted)
     found: dict[str, dict] = {}
     pages = 0
     seen_on_page = 0
     for activity in hook.iter_activities(limit=LISTING_PAGE_SIZE):
         activity_id = activity.get("activity_id")
-        if activity_id in wanted and activity_id not in found:
+        if activity_id in wanted_set and activity_id not in found:
             found[activity_id] = activity
         if len(found) == len(wanted):
             break
