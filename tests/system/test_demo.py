@@ -18,7 +18,7 @@ def test_demo_runs_the_scheduled_dag_end_to_end_and_prints_the_summary():
     # Like a fresh shell: no Airflow settings inherited from the test session.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PYTEST"))}
     result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts" / "demo.py"), "--rows", "1000", "--processing-rate", "60"],
+        [sys.executable, str(REPO_ROOT / "scripts" / "demo.py"), "--rows", "1000", "--processing-rate", "40"],
         env=env,
         capture_output=True,
         text=True,

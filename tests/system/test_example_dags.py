@@ -38,7 +38,7 @@ def segment(tmp_path):
 @pytest.fixture
 def sandbox(constantcontact_sandbox):
     # Slow enough that the sensor finds the import running and defers; fast enough for a test.
-    constantcontact_sandbox.processing_rate = 40
+    constantcontact_sandbox.processing_rate = 20  # ~160 contacts: about 8 s
     return constantcontact_sandbox
 
 
