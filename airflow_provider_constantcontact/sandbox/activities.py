@@ -19,7 +19,11 @@ def iso(ts: float) -> str:
 
 
 class Activity:
-    """One bulk activity; ``advance`` moves it forward at ``rate`` items a second (None: at once)."""
+    """One bulk activity; ``advance`` moves it forward at ``rate`` items a second (None: at once).
+
+    ``outcomes`` is None until the activity's items have been applied to the account: until
+    then it stays ``initialized`` (its simulated processing time still counts from creation).
+    """
 
     __slots__ = (
         "activity_id",
@@ -27,22 +31,21 @@ class Activity:
         "fail_errors",
         "outcomes",
         "progress",
+        "total",
         "updated",
         "updated_at",
     )
 
-    def __init__(self, outcomes: bytes, fail_errors: list[str] | None = None) -> None:
+    def __init__(
+        self, total: int, fail_errors: list[str] | None = None, outcomes: bytes | None = None
+    ) -> None:
         self.activity_id = str(uuid.uuid4())
+        self.total = total
         self.outcomes = outcomes
         self.fail_errors = fail_errors
         self.created_at = self.updated_at = time.time()
         self.progress = 0.0
         self.updated = time.monotonic()
-
-    @property
-    def total(self) -> int:
-        """Items taken in by the activity."""
-        return len(self.outcomes)
 
     @property
     def done(self) -> int:
@@ -58,7 +61,12 @@ class Activity:
         return "processing" if done > 0 else "initialized"
 
     def advance(self, rate: float | None) -> None:
-        """Account for the time since the last call at ``rate`` items/s (None or <= 0: finish now)."""
+        """Account for the time since the last call at ``rate`` items/s (None or <= 0: finish now).
+
+        Does nothing before the items are applied.
+        """
+        if self.outcomes is None:
+            return
         now = time.monotonic()
         before = self.done
         if rate is None or rate <= 0:
@@ -77,7 +85,7 @@ class Activity:
             status.update(items_total_count=total, items_completed_count=total, error_count=total)
             percent, errors = 100, list(self.fail_errors or [])
         else:
-            seen = self.outcomes[:done]
+            seen = (self.outcomes or b"")[:done]
             correctable, error, cannot_add = (
                 seen.count(CORRECTABLE),
                 seen.count(ERROR),

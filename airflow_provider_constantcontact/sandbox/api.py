@@ -79,11 +79,15 @@ def _require_json(request: Request) -> Any:
 
 
 class Api:
-    """The /v3 routes over a ``SandboxState``; ``lock`` guards the state."""
+    """The /v3 routes over a ``SandboxState``; ``lock`` guards the state, ``on_import`` is
+    called after an import was queued (it wakes the applier)."""
 
-    def __init__(self, state: SandboxState, lock: threading.RLock) -> None:
+    def __init__(
+        self, state: SandboxState, lock: threading.RLock, on_import: Callable[[], None] = lambda: None
+    ) -> None:
         self.state = state
         self.lock = lock
+        self.on_import = on_import
         self._snapshots: OrderedDict[str, list[Any]] = OrderedDict()
         self._routes: list[tuple[str, re.Pattern[str], Callable[..., tuple[int, Any]]]] = [
             ("GET", re.compile(r"/v3/contact_lists"), self.get_lists),
@@ -230,6 +234,7 @@ class Api:
         state = self.state
 
         def items(query: dict[str, str]) -> list[str]:
+            state.drain()
             status = query.get("status") or "all"
             if status not in CONTACT_STATUSES:
                 raise bad_request("status is not valid.", "query.invalid")
@@ -255,6 +260,7 @@ class Api:
             return list(keys)
 
         def render(key: str, query: dict[str, str]) -> dict[str, Any] | None:
+            state.drain()
             contact = state.contacts.get(key)
             return None if contact is None else self._contact_json(key, contact, query.get("include") or "")
 
@@ -323,8 +329,9 @@ class Api:
         validate_contacts(contacts, custom_field_names)
         with self.lock:
             self.state.check_list_ids(list_ids)
-            activity = self.state.apply_import(contacts, list_ids)
-            return 201, activity.to_json()
+            body = self.state.accept_import(contacts, list_ids).to_json()
+        self.on_import()
+        return 201, body
 
     def post_remove(self, request: Request) -> tuple[int, Any]:
         payload = _require_json(request)

@@ -103,10 +103,13 @@ class ConstantContactSandbox:
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="cc-sandbox", daemon=True
         )
         self._thread.start()
+        self.app.applier.start()
         return self
 
     def stop(self) -> None:
-        """Stop serving, close open connections and join every server thread."""
+        """Stop serving, close open connections and join every server thread (the applier too).
+
+        Imports still queued stay queued: the next inspection applies them."""
         server, self._server = self._server, None
         if server is None:
             return
@@ -116,6 +119,7 @@ class ConstantContactSandbox:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        self.app.applier.stop()
 
     def __enter__(self) -> ConstantContactSandbox:
         return self.start()
@@ -282,6 +286,7 @@ class ConstantContactSandbox:
     def list_members(self, list_id: str) -> dict[str, dict[str, Any]]:
         """Members of a list: email -> stored properties (``first_name``, ..., ``cf:<name>``)."""
         with self.lock:
+            self.state.drain()
             members = self.state.memberships.get(list_id)
             if members is None:
                 raise KeyError(f"unknown list id {list_id}")
@@ -294,7 +299,7 @@ class ConstantContactSandbox:
     def contact_id(self, email: str) -> str:
         """The contact id of a stored email address (KeyError when unknown)."""
         with self.lock:
-            return self.state.contact_id(self.state.contacts[email.lower()])
+            return self.state.contact_id(self.state.contact_record(email))
 
     @property
     def request_log(self) -> list[RequestLogEntry]:

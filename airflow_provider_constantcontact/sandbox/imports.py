@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Collection
+from itertools import chain
 from typing import Any
 
 from airflow_provider_constantcontact.sandbox.constants import (
@@ -19,10 +20,15 @@ from airflow_provider_constantcontact.sandbox.constants import (
     MAX_IMPORT_BYTES,
     MAX_IMPORT_CONTACTS,
     MAX_LIST_IDS,
+    SHORT_FIELD_LIMIT,
 )
 from airflow_provider_constantcontact.sandbox.errors import bad_request
 
-EMAIL_RE = re.compile(r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)+\Z")
+EMAIL_RE = re.compile(r"[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+\Z")
+#: Many addresses at once, one a line: a single regex call instead of one per contact.
+_EMAIL_LINES = re.compile(r"(?:[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+\n)*")
+#: Import properties whose values are strings (the fast validation path accepts only these).
+_STRING_PROPERTIES = frozenset(IMPORT_FIELD_LIMITS)
 _WS = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
 
@@ -102,11 +108,34 @@ def take_import(body: bytes, payload: Any) -> tuple[list[Any], list[Any]]:
     return contacts[:MAX_IMPORT_CONTACTS], list_ids
 
 
+def all_valid_emails(emails: list[Any]) -> bool:
+    """True when every item is a valid email address (one regex pass over all of them)."""
+    try:
+        text = "\n".join(emails) + "\n"
+    except TypeError:  # a missing (None) or non-string email
+        return False
+    return text.count("\n") == len(emails) and _EMAIL_LINES.fullmatch(text) is not None
+
+
+def _plainly_valid(contacts: list[Any], custom_field_names: Collection[str]) -> bool:
+    """The common case checked with C-level loops: objects holding only known string
+    properties and existing custom fields, every value a string of at most 50 characters."""
+    if len(custom_field_names) > MAX_CUSTOM_FIELDS_PER_CONTACT or set(map(type, contacts)) != {dict}:
+        return False
+    allowed = _STRING_PROPERTIES.union([f"cf:{name}" for name in custom_field_names])
+    if not all(map(allowed.issuperset, contacts)):
+        return False
+    values = list(chain.from_iterable(map(dict.values, contacts)))
+    return set(map(type, values)) <= {str} and max(map(len, values), default=0) <= SHORT_FIELD_LIMIT
+
+
 def validate_contacts(contacts: list[Any], custom_field_names: Collection[str]) -> None:
     """Reject the request (400) on unknown properties, over-long values or bad custom fields.
 
     Messages name the row and property, never the value (it may be personal data).
     """
+    if _plainly_valid(contacts, custom_field_names):
+        return
     limits = IMPORT_FIELD_LIMITS
     int_fields = IMPORT_INT_FIELDS
     for row, contact in enumerate(contacts):

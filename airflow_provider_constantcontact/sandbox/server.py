@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from airflow_provider_constantcontact.sandbox.api import Api, Request
+from airflow_provider_constantcontact.sandbox.applier import Applier
 from airflow_provider_constantcontact.sandbox.constants import API_PREFIX, OAUTH_PREFIX
 from airflow_provider_constantcontact.sandbox.errors import (
     ApiError,
@@ -90,7 +91,8 @@ class App:
         self.state = state
         self.oauth = oauth
         self.lock = lock
-        self.api = Api(state, lock)
+        self.applier = Applier(state, lock)
+        self.api = Api(state, lock, self.applier.notify)
         self.faults = Faults()
         self.bucket = TokenBucket(rate_limit)
         self.quota = DailyQuota(daily_quota)
@@ -214,6 +216,10 @@ class _Handler(BaseHTTPRequestHandler):
     server: SandboxHTTPServer
 
     def _serve(self) -> None:
+        with self.server.app.applier.serving():
+            self._serve_request()
+
+    def _serve_request(self) -> None:
         body = self._read_body()
         if body is None:
             return

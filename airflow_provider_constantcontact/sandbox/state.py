@@ -1,6 +1,11 @@
 """The in-memory account: contact lists, custom fields, contacts, memberships and activities.
 
 Not thread-safe on its own: the sandbox holds one lock around every call.
+
+Imports are applied asynchronously, as the real service processes them: ``accept_import``
+queues them (FIFO) and ``apply_next`` (the background applier) or ``drain`` applies them in
+order. Everything that reads contacts, memberships or activities drains first, so results do
+not depend on how far the applier got.
 """
 
 from __future__ import annotations
@@ -8,17 +13,33 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from typing import Any
+from collections import deque
+from typing import Any, NamedTuple
 
-from airflow_provider_constantcontact.sandbox.activities import CANNOT_ADD, CORRECTABLE, ERROR, Activity, iso
+from airflow_provider_constantcontact.sandbox.activities import (
+    CANNOT_ADD,
+    CORRECTABLE,
+    ERROR,
+    OK,
+    Activity,
+    iso,
+)
 from airflow_provider_constantcontact.sandbox.constants import MAX_CUSTOM_FIELDS, MAX_LISTS
 from airflow_provider_constantcontact.sandbox.errors import bad_request, error_list, not_found
-from airflow_provider_constantcontact.sandbox.imports import EMAIL_RE
+from airflow_provider_constantcontact.sandbox.imports import EMAIL_RE, all_valid_emails
 
 #: Internal keys of a stored contact record, next to its import properties. Records are plain
 #: dicts of atomic values so the garbage collector untracks them: a million of them must not
 #: make every full collection scan a million objects.
 INDEX, CREATED, UPDATED = "_index", "_created", "_updated"
+
+
+class PendingImport(NamedTuple):
+    """An accepted import whose contacts are not applied yet."""
+
+    activity: Activity
+    contacts: list[dict[str, Any]]
+    list_ids: list[str]
 
 
 def public_props(record: dict[str, Any]) -> dict[str, Any]:
@@ -40,6 +61,7 @@ class SandboxState:
         self.memberships: dict[str, set[str]] = {}
         self.unsubscribed: set[str] = set()
         self.activities: dict[str, Activity] = {}
+        self.pending: deque[PendingImport] = deque()
         self.processing_rate: float | None = None
         self.fail_next_activity: list[str] | None = None
 
@@ -76,6 +98,7 @@ class SandboxState:
             raise not_found(f"Contact list {list_id[:64]} not found.")
         out = dict(item)
         if membership in ("all", "active"):
+            self.drain()
             members = self.memberships[list_id]
             if membership == "active" and self.unsubscribed:
                 out["membership_count"] = len(members - self.unsubscribed)
@@ -153,12 +176,18 @@ class SandboxState:
 
     def mark_unsubscribed(self, emails: list[str]) -> None:
         """These addresses unsubscribed: imports will not add them to lists (created if unknown)."""
+        self.drain()
         now = time.time()
         for email in emails:
             key = email.lower()
             self.unsubscribed.add(key)
             if key not in self.contacts:
                 self._add_contact(key, {"email": email}, now)
+
+    def contact_record(self, email: str) -> dict[str, Any]:
+        """The stored record of an address, pending imports applied (KeyError when unknown)."""
+        self.drain()
+        return self.contacts[email.lower()]
 
     def contact_lists_of(self, key: str) -> list[str]:
         """Ids of the lists a contact belongs to."""
@@ -176,59 +205,96 @@ class SandboxState:
         activity = self.activities.get(activity_id)
         if activity is None:
             raise not_found(f"Activity {activity_id[:64]} not found.")
+        self.drain()
         activity.advance(self.processing_rate)
         return activity
 
     def set_processing_rate(self, rate: float | None) -> None:
         """Change the rate, first accounting for elapsed time at the old one."""
+        self.drain()
         for activity in self.activities.values():
             activity.advance(self.processing_rate)
         self.processing_rate = rate
 
-    def apply_import(self, contacts: list[dict[str, Any]], list_ids: list[str]) -> Activity:
-        """Create or update contacts and add them to the lists; return the new activity.
+    def accept_import(self, contacts: list[dict[str, Any]], list_ids: list[str]) -> Activity:
+        """Queue a validated import; its activity (``initialized``) is answered at once."""
+        fail_errors, self.fail_next_activity = self.fail_next_activity, None
+        activity = self.add_activity(Activity(len(contacts), fail_errors))
+        self.pending.append(PendingImport(activity, contacts, list_ids))
+        return activity
+
+    def apply_next(self) -> bool:
+        """Apply the oldest pending import; False when none was pending."""
+        if not self.pending:
+            return False
+        job = self.pending.popleft()
+        job.activity.outcomes = self._apply(job.contacts, job.list_ids, job.activity.fail_errors is None)
+        return True
+
+    def drain(self) -> None:
+        """Apply every pending import, oldest first."""
+        while self.apply_next():
+            pass
+
+    def _apply(self, contacts: list[dict[str, Any]], list_ids: list[str], store: bool) -> bytes:
+        """Create or update contacts and add them to the lists; return the per-item outcomes.
 
         Contacts with an invalid email count as correctable, with no email as errors;
-        unsubscribed ones are updated but not added to the lists.
+        unsubscribed ones are updated but not added to the lists. Nothing is stored unless
+        ``store`` (an activity made to fail).
         """
-        fail_errors, self.fail_next_activity = self.fail_next_activity, None
         outcomes = bytearray(len(contacts))
-        now = time.time()
-        store = fail_errors is None
-        match = EMAIL_RE.match
-        stored = self.contacts
-        unsubscribed = self.unsubscribed
-        added: list[str] = []
-        for row, props in enumerate(contacts):
-            email = props.get("email")
-            if email:
-                if not match(email):
+        emails = [props.get("email") for props in contacts]
+        keys: list[str | None]
+        if all_valid_emails(emails):  # the usual case: no per-contact regex call
+            keys = list(map(str.lower, emails))
+        else:
+            keys = []
+            match = EMAIL_RE.match
+            for row, (email, props) in enumerate(zip(emails, contacts, strict=True)):
+                if email:
+                    if match(email):
+                        keys.append(email.lower())
+                        continue
                     outcomes[row] = CORRECTABLE
+                elif props.get("sms_number"):
+                    keys.append("sms:" + props["sms_number"])
                     continue
-                key = email.lower()
-            elif props.get("sms_number"):
-                key = "sms:" + props["sms_number"]
-            else:
-                outcomes[row] = ERROR
-                continue
-            if key in unsubscribed:
-                outcomes[row] = CANNOT_ADD
-            elif store:
-                added.append(key)
-            if not store:
+                else:
+                    outcomes[row] = ERROR
+                keys.append(None)
+        unsubscribed = self.unsubscribed
+        if unsubscribed and not unsubscribed.isdisjoint(keys):
+            for row, key in enumerate(keys):
+                if key in unsubscribed:
+                    outcomes[row] = CANNOT_ADD
+        if not store:
+            return bytes(outcomes)
+        now = time.time()
+        stored = self.contacts
+        contact_keys = self._contact_keys
+        for key, props in zip(keys, contacts, strict=True):
+            if key is None:
                 continue
             contact = stored.get(key)
             if contact is None:
-                self._add_contact(key, props, now)
+                props[INDEX] = len(contact_keys)
+                props[CREATED] = props[UPDATED] = now
+                stored[key] = props
+                contact_keys.append(key)
             else:
                 contact.update(props)
                 contact[UPDATED] = now
+        added = keys
+        if any(outcomes):
+            added = [key for key, outcome in zip(keys, outcomes, strict=True) if outcome == OK]
         for list_id in dict.fromkeys(list_ids):
             self.memberships[list_id].update(added)
-        return self.add_activity(Activity(bytes(outcomes), fail_errors))
+        return bytes(outcomes)
 
     def apply_remove(self, contact_ids: list[Any], list_ids: list[str]) -> Activity:
         """Remove contacts (by id) from lists; unknown ids count as errors."""
+        self.drain()
         outcomes = bytearray(len(contact_ids))  # all OK until marked
         for row, contact_id in enumerate(contact_ids):
             key = self.contact_key_for_id(contact_id)
@@ -237,4 +303,4 @@ class SandboxState:
                 continue
             for list_id in list_ids:
                 self.memberships[list_id].discard(key)
-        return self.add_activity(Activity(bytes(outcomes)))
+        return self.add_activity(Activity(len(outcomes), outcomes=bytes(outcomes)))
