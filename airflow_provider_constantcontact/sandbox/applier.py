@@ -3,10 +3,10 @@
 The import endpoint answers as soon as a body is validated (like the real service, which
 processes imports asynchronously); one thread then applies the queued imports in order. It
 stays out of the way of requests being served: it starts only once no request has been in
-progress for ``IDLE_SECONDS`` and applies one import at a time under the sandbox lock, so a
-client sending bodies back to back is not slowed down by the Python work of applying them
-(threads share one interpreter lock). Reads that depend on contacts do not wait for it: they
-drain the queue themselves (``SandboxState.drain``).
+progress for ``IDLE_SECONDS`` and applies ``STEP_CONTACTS`` contacts at a time under the
+sandbox lock, stopping between steps as soon as a request comes in, so clients are not slowed
+down by the Python work of applying (threads share one interpreter lock). Reads that depend
+on contacts do not wait for it: they drain the queue themselves (``SandboxState.drain``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from airflow_provider_constantcontact.sandbox.state import SandboxState
 
 #: How long the server must have been idle before the applier starts on the queue.
 IDLE_SECONDS = 0.05
+#: Contacts applied in one step (a few milliseconds of work).
+STEP_CONTACTS = 2000
 
 
 class Applier:
@@ -41,8 +43,8 @@ class Applier:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the thread after the import it is applying; queued imports stay queued
-        (the next read drains them)."""
+        """Stop the thread after its current step; queued imports stay queued (the next read
+        applies them)."""
         thread, self._thread = self._thread, None
         if thread is None:
             return
@@ -85,4 +87,4 @@ class Applier:
                 if self._stopping:
                     return
             with self._lock:
-                self._state.apply_next()
+                self._state.apply_next(STEP_CONTACTS)

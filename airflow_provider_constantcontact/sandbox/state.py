@@ -14,7 +14,7 @@ import re
 import time
 import uuid
 from collections import deque
-from typing import Any, NamedTuple
+from typing import Any
 
 from airflow_provider_constantcontact.sandbox.activities import (
     CANNOT_ADD,
@@ -34,12 +34,17 @@ from airflow_provider_constantcontact.sandbox.imports import EMAIL_RE, all_valid
 INDEX, CREATED, UPDATED = "_index", "_created", "_updated"
 
 
-class PendingImport(NamedTuple):
-    """An accepted import whose contacts are not applied yet."""
+class PendingImport:
+    """An accepted import whose contacts are not (all) applied yet; ``applied`` of them are."""
 
-    activity: Activity
-    contacts: list[dict[str, Any]]
-    list_ids: list[str]
+    __slots__ = ("activity", "applied", "contacts", "list_ids", "outcomes")
+
+    def __init__(self, activity: Activity, contacts: list[dict[str, Any]], list_ids: list[str]) -> None:
+        self.activity = activity
+        self.contacts = contacts
+        self.list_ids = list_ids
+        self.applied = 0
+        self.outcomes = bytearray()
 
 
 def public_props(record: dict[str, Any]) -> dict[str, Any]:
@@ -223,12 +228,19 @@ class SandboxState:
         self.pending.append(PendingImport(activity, contacts, list_ids))
         return activity
 
-    def apply_next(self) -> bool:
-        """Apply the oldest pending import; False when none was pending."""
+    def apply_next(self, limit: int | None = None) -> bool:
+        """Apply the oldest pending import, or only its next ``limit`` contacts (the applier
+        works in small steps so it can give way to requests); False when none was pending."""
         if not self.pending:
             return False
-        job = self.pending.popleft()
-        job.activity.outcomes = self._apply(job.contacts, job.list_ids, job.activity.fail_errors is None)
+        job = self.pending[0]
+        end = len(job.contacts) if limit is None else min(len(job.contacts), job.applied + limit)
+        contacts = job.contacts[job.applied : end] if job.applied or end < len(job.contacts) else job.contacts
+        job.outcomes += self._apply(contacts, job.list_ids, job.activity.fail_errors is None)
+        job.applied = end
+        if end == len(job.contacts):
+            self.pending.popleft()
+            job.activity.outcomes = bytes(job.outcomes)
         return True
 
     def drain(self) -> None:

@@ -270,3 +270,17 @@ def test_restart_restarts_the_applier():
             sandbox.stop()
         assert not any(t.name.startswith("cc-sandbox") for t in threading.enumerate())
     assert set(sandbox.list_members(sandbox.list_ids["Newsletter"])) == {"again@example.com"}
+
+
+def test_an_import_applied_in_steps_completes_only_with_its_last_step(paused, api):
+    activity = post_import(api, paused, [{"email": f"step{n}@example.com"} for n in range(5000)])
+    with paused.lock:
+        assert paused.state.apply_next(2000)  # one step of the applier
+        assert paused.state.activities[activity["activity_id"]].outcomes is None
+        assert len(paused.state.contacts) == 2000
+    during = paused.state.activities[activity["activity_id"]].to_json()
+    assert (during["state"], during["status"]["items_completed_count"]) == ("initialized", 0)
+    done = paused.get_activity(activity["activity_id"])  # applies the remaining 3,000
+    assert done["state"] == "completed"
+    assert done["status"]["person_count"] == 5000
+    assert len(paused.list_members(paused.list_ids["Newsletter"])) == 5000
