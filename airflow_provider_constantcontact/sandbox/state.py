@@ -252,8 +252,8 @@ class SandboxState:
         """Create or update contacts and add them to the lists; return the per-item outcomes.
 
         Contacts with an invalid email count as correctable, with no email as errors;
-        unsubscribed ones are updated but not added to the lists. Nothing is stored unless
-        ``store`` (an activity made to fail).
+        unsubscribed ones are updated but not added to the lists. With ``store`` False (an
+        activity made to fail) only the outcomes are computed.
         """
         outcomes = bytearray(len(contacts))
         emails = [props.get("email") for props in contacts]

@@ -37,3 +37,5 @@ def test_benchmark_script_runs_with_a_tiny_segment(tmp_path) -> None:
     assert export["import_requests"] == 1
     assert export["peak_rss_mb"] > 0
     assert figures["speedup_vs_naive"] > 0
+    # the sandbox answered the import before applying it; reading the activity applied it
+    assert 0 < export["import_post_s"] <= export["wall_s"] <= export["applied_s"]
