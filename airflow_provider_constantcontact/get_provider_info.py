@@ -79,13 +79,11 @@ def get_provider_info() -> dict[str, Any]:
                 "ui-field-behaviour": {
                     "hidden-fields": ["host", "schema", "port", "extra"],
                     "relabeling": {"login": "Client ID (API key)", "password": "Client secret"},
+                    # Airflow's form shows placeholders for the standard fields only; the extra
+                    # fields carry their defaults in the schema and their help in descriptions.
                     "placeholders": {
                         "login": "API key of your application in Constant Contact's developer portal",
-                        "password": "Client secret of that application (empty for a public PKCE or device-flow application)",
-                        "refresh_token": "Printed by `constantcontact-auth`",
-                        "api_base_url": DEFAULT_API_BASE_URL,
-                        "token_url": DEFAULT_TOKEN_URL,
-                        "max_requests_per_second": "4",
+                        "password": "Client secret (empty for a public PKCE or device-flow application)",
                     },
                 },
             }
