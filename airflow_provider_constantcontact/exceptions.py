@@ -30,6 +30,17 @@ class ConstantContactError(AirflowException):
         self.error_key = error_key
         self.error_message = error_message
 
+    def with_message(self, message: str) -> ConstantContactError:
+        """The same error (class, status, method, path, error key and message) told differently."""
+        return type(self)(
+            message,
+            status=self.status,
+            method=self.method,
+            path=self.path,
+            error_key=self.error_key,
+            error_message=self.error_message,
+        )
+
 
 class ConstantContactAuthError(ConstantContactError):
     """Authentication or authorisation failed (401/403, or the token endpoint refused)."""

@@ -294,15 +294,7 @@ class HttpClient:
         try:
             return retrying(self._attempt, method, url, log_path, pacer, rate, kwargs)
         except _Transient as exc:
-            error = exc.error
-            raise type(error)(
-                f"{error} (gave up after {attempts} attempts)",
-                status=error.status,
-                method=error.method,
-                path=error.path,
-                error_key=error.error_key,
-                error_message=error.error_message,
-            ) from None
+            raise exc.error.with_message(f"{exc.error} (gave up after {attempts} attempts)") from None
 
     def _attempt(
         self,

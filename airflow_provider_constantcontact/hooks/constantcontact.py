@@ -320,15 +320,10 @@ class ConstantContactHook(BaseHook):
         try:
             return self.request("GET", f"/contact_lists/{quote(str(list_id), safe='')}")
         except ConstantContactNotFoundError as exc:
-            raise ConstantContactNotFoundError(
+            raise exc.with_message(
                 f"Constant Contact has no contact list with id '{list_id}'. List ids are UUIDs: open the "
                 "list in the Constant Contact web app (Contacts > Lists) and copy the id from the page's "
-                "URL, or call find_contact_list(name).",
-                status=exc.status,
-                method=exc.method,
-                path=exc.path,
-                error_key=exc.error_key,
-                error_message=exc.error_message,
+                "URL, or call find_contact_list(name)."
             ) from None
 
     def find_contact_list(self, name: str) -> dict | None:
