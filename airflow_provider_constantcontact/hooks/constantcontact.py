@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     import requests
     from airflow.sdk import Connection
 
-__all__ = ["MAX_IMPORT_BODY_BYTES", "ConstantContactHook"]
+__all__ = ["MAX_IMPORT_BODY_BYTES", "MAX_IMPORT_CONTACTS", "ConstantContactHook"]
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from airflow_provider_constantcontact.exceptions import (
     ConstantContactNotFoundError,
     ConstantContactValidationError,
 )
-from airflow_provider_constantcontact.hooks.constantcontact import MAX_IMPORT_BODY_BYTES, ConstantContactHook
+from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
 from airflow_provider_constantcontact.triggers.constantcontact import ConstantContactImportTrigger
 from airflow_provider_constantcontact.utils import contact_cleaning as cleaning
 from airflow_provider_constantcontact.utils import import_batches
@@ -398,7 +398,7 @@ class _Export:
         plan = self.plan
         batcher = import_batches.BodyBatcher(
             self.list_ids,
-            max_bytes=min(import_batches.MAX_BODY_BYTES, MAX_IMPORT_BODY_BYTES),
+            max_bytes=import_batches.MAX_BODY_BYTES,
             max_contacts=import_batches.MAX_CONTACTS_PER_IMPORT,
         )
         reasons = pa.array(plan.reasons, pa.string())

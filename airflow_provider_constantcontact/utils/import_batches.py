@@ -15,10 +15,15 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-# "4 MB": whether Constant Contact means 4,000,000 or 4,194,304 bytes is unconfirmed, so the
-# smaller reading is the limit (the hook refuses larger bodies too). Costs ~5% more requests at most.
-MAX_BODY_BYTES = 4_000_000
-MAX_CONTACTS_PER_IMPORT = 40_000
+# The hook owns the API's limits: 4,000,000 bytes (the safe reading of "4 MB", which the hook
+# enforces) and 40,000 contacts a request.
+from airflow_provider_constantcontact.hooks.constantcontact import (
+    MAX_IMPORT_BODY_BYTES as MAX_BODY_BYTES,
+)
+from airflow_provider_constantcontact.hooks.constantcontact import (
+    MAX_IMPORT_CONTACTS as MAX_CONTACTS_PER_IMPORT,
+)
+
 _END = 2**31 - 1  # a slice position past the end of any value
 
 
