@@ -7,6 +7,7 @@ import logging
 import time
 
 import pytest
+import requests
 from airflow.sdk import Connection
 
 from airflow_provider_constantcontact.exceptions import (
@@ -288,3 +289,31 @@ def test_test_connection_checks_the_secret_even_when_a_token_is_cached(constantc
 
     assert not ok
     assert "invalid_client" in message
+
+
+def test_a_public_client_connection_refreshes_without_a_secret(constantcontact_sandbox):
+    """A device-flow application has no client secret: its refresh token works with the client id."""
+    sandbox = constantcontact_sandbox
+    scope = "contact_data offline_access"
+    device = requests.post(
+        sandbox.device_authorize_url, data={"client_id": sandbox.client_id, "scope": scope}, timeout=10
+    ).json()
+    sandbox.approve_device(device["user_code"])
+    tokens = requests.post(
+        sandbox.token_url,
+        data={
+            "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+            "device_code": device["device_code"],
+            "client_id": sandbox.client_id,
+        },
+        timeout=10,
+    ).json()
+    hook = sandbox_hook(sandbox, refresh_token=tokens["refresh_token"])
+    hook.connection.password = None
+
+    assert hook.test_connection() == (
+        True,
+        f"Connected to Constant Contact at {sandbox.api_base_url}: token valid, contact lists readable.",
+    )
+    assert "Newsletter" in [lst["name"] for lst in hook.iter_contact_lists()]
+    assert [e.status for e in token_requests(sandbox)][-1] == 200
