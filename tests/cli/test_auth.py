@@ -226,6 +226,32 @@ def test_pkce_console_script_airflow_cli_output_adds_the_connection(
     assert_refresh_token_works(sandbox, stored.extra_dejson["refresh_token"])
 
 
+DEAD_OAUTH_BASE_URL = "http://127.0.0.1:9/x"  # port 9 (discard): nothing listens, every call fails
+
+
+def override_args(sandbox: ConstantContactSandbox, *endpoints: str) -> list[str]:
+    """The sandbox's arguments with --oauth-base-url dead, so only explicit endpoint URLs can work."""
+    args = oauth_args(sandbox)
+    args[args.index("--oauth-base-url") + 1] = DEAD_OAUTH_BASE_URL
+    return [*args, *endpoints]
+
+
+def test_pkce_auth_url_and_token_url_override_the_oauth_base_url(
+    sandbox: ConstantContactSandbox, browser: FakeBrowser, capsys: pytest.CaptureFixture[str]
+) -> None:
+    endpoints = ["--auth-url", sandbox.authorize_url, "--token-url", sandbox.token_url]
+    argv = ["pkce", *override_args(sandbox, *endpoints), "--port", str(free_port()), "--show-secrets"]
+    code, out, err = run_main(capsys, argv)
+    browser.join()
+
+    assert code == 0, err
+    [url] = browser.urls
+    assert url.startswith(sandbox.authorize_url + "?")
+    connection = json.loads(out)
+    assert connection["extra"]["token_url"] == sandbox.token_url
+    assert_refresh_token_works(sandbox, connection["extra"]["refresh_token"])
+
+
 def test_pkce_public_client_sends_no_secret(
     sandbox: ConstantContactSandbox, browser: FakeBrowser, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -392,10 +418,10 @@ def _read_until(process: subprocess.Popen[str], wanted: Callable[[str], bool]) -
     raise AssertionError("the CLI ended before printing what was expected:\n" + "".join(seen))
 
 
-def test_device_flow_end_to_end_console_script(sandbox: ConstantContactSandbox) -> None:
-    """The person opens the verification URL elsewhere and approves; the CLI's poll then succeeds."""
+def run_device_console_script(args: list[str]) -> tuple[dict[str, Any], str]:
+    """Run `constantcontact-auth device`, approve its code as the person would; the connection."""
     process = subprocess.Popen(
-        [CLI, "device", *oauth_args(sandbox), "--output", "json", "--show-secrets"],
+        [CLI, "device", *args, "--output", "json", "--show-secrets"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -408,8 +434,21 @@ def test_device_flow_end_to_end_console_script(sandbox: ConstantContactSandbox) 
     finally:
         process.kill()
     assert process.returncode == 0, err
-    connection = json.loads(out)
+    return json.loads(out), complete
+
+
+def test_device_flow_end_to_end_console_script(sandbox: ConstantContactSandbox) -> None:
+    """The person opens the verification URL elsewhere and approves; the CLI's poll then succeeds."""
+    connection, _complete = run_device_console_script(oauth_args(sandbox))
     assert connection["login"] == sandbox.client_id
+    assert connection["extra"]["token_url"] == sandbox.token_url
+    assert_refresh_token_works(sandbox, connection["extra"]["refresh_token"])
+
+
+def test_device_auth_url_and_token_url_override_the_oauth_base_url(sandbox: ConstantContactSandbox) -> None:
+    endpoints = ["--device-auth-url", sandbox.device_authorize_url, "--token-url", sandbox.token_url]
+    connection, complete = run_device_console_script(override_args(sandbox, *endpoints))
+    assert complete.startswith(sandbox.base_url)  # the verification URL came from the override
     assert connection["extra"]["token_url"] == sandbox.token_url
     assert_refresh_token_works(sandbox, connection["extra"]["refresh_token"])
 
