@@ -23,12 +23,15 @@ class Activity:
 
     ``outcomes`` is None until the activity's items have been applied to the account: until
     then it stays ``initialized`` (its simulated processing time still counts from creation).
+    With ``fail_errors`` set it ends in ``fail_state`` (failed, cancelled or timed_out) instead
+    of ``completed``.
     """
 
     __slots__ = (
         "activity_id",
         "created_at",
         "fail_errors",
+        "fail_state",
         "outcomes",
         "progress",
         "total",
@@ -37,12 +40,17 @@ class Activity:
     )
 
     def __init__(
-        self, total: int, fail_errors: list[str] | None = None, outcomes: bytes | None = None
+        self,
+        total: int,
+        fail_errors: list[str] | None = None,
+        outcomes: bytes | None = None,
+        fail_state: str = "failed",
     ) -> None:
         self.activity_id = str(uuid.uuid4())
         self.total = total
         self.outcomes = outcomes
         self.fail_errors = fail_errors
+        self.fail_state = fail_state
         self.created_at = self.updated_at = time.time()
         self.progress = 0.0
         self.updated = time.monotonic()
@@ -54,10 +62,10 @@ class Activity:
 
     @property
     def state(self) -> str:
-        """initialized (nothing processed yet), processing, then completed or failed."""
+        """initialized (nothing processed yet), processing, then completed or ``fail_state``."""
         done = self.done
         if done >= self.total and (self.progress > 0 or self.total == 0):
-            return "failed" if self.fail_errors is not None else "completed"
+            return self.fail_state if self.fail_errors is not None else "completed"
         return "processing" if done > 0 else "initialized"
 
     def advance(self, rate: float | None) -> None:
@@ -80,7 +88,7 @@ class Activity:
     def to_json(self) -> dict:
         """The activity as ``GET /v3/activities/{id}`` returns it."""
         state, done, total = self.state, self.done, self.total
-        if state == "failed":
+        if state == self.fail_state and self.fail_errors is not None:
             status = dict.fromkeys(("person_count", "correctable_count", "cannot_add_to_list_count"), 0)
             status.update(items_total_count=total, items_completed_count=total, error_count=total)
             percent, errors = 100, list(self.fail_errors or [])

@@ -50,6 +50,8 @@ IMPORT_FIELD_LIMITS: dict[str, int] = {
 IMPORT_INT_FIELDS: dict[str, tuple[int, int]] = {"birthday_month": (1, 12), "birthday_day": (1, 31)}
 
 ACTIVITY_STATES = ("initialized", "processing", "completed", "cancelled", "failed", "timed_out")
+#: The states ``fail_next_activity`` can make the next import activity end in.
+FAILED_ACTIVITY_STATES = ("failed", "cancelled", "timed_out")
 CONTACT_STATUSES = (
     "all",
     "active",

@@ -19,6 +19,7 @@ from airflow_provider_constantcontact.sandbox.constants import (
     DEFAULT_REFRESH_TOKEN,
     DEFAULT_SCOPES,
     DEFAULT_TOKEN_RATE_LIMIT,
+    FAILED_ACTIVITY_STATES,
     OAUTH_PREFIX,
 )
 from airflow_provider_constantcontact.sandbox.oauth import OAuthServer
@@ -344,10 +345,15 @@ class ConstantContactSandbox:
         with self.lock:
             self.oauth.revoke_refresh_token(token)
 
-    def fail_next_activity(self, errors: Iterable[str] = ("Import failed",)) -> None:
-        """The next import activity ends ``failed`` with these ``activity_errors`` (and imports nothing)."""
+    def fail_next_activity(
+        self, errors: Iterable[str] = ("Import failed",), *, state: str = "failed"
+    ) -> None:
+        """The next import activity ends in ``state`` (``failed``, ``cancelled`` or ``timed_out``)
+        with these ``activity_errors``, and imports nothing; ValueError for any other state."""
+        if state not in FAILED_ACTIVITY_STATES:
+            raise ValueError(f"state must be one of {', '.join(FAILED_ACTIVITY_STATES)}")
         with self.lock:
-            self.state.fail_next_activity = list(errors)
+            self.state.fail_next_activity = (state, list(errors))
 
     def mark_unsubscribed(self, emails: Iterable[str]) -> None:
         """These addresses are unsubscribed: imports update them but do not add them to lists."""

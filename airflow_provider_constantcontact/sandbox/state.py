@@ -68,7 +68,8 @@ class SandboxState:
         self.activities: dict[str, Activity] = {}
         self.pending: deque[PendingImport] = deque()
         self.processing_rate: float | None = None
-        self.fail_next_activity: list[str] | None = None
+        #: (end state, activity_errors) for the next import activity, set by ``fail_next_activity``.
+        self.fail_next_activity: tuple[str, list[str]] | None = None
 
     # -- contact lists -----------------------------------------------------------------------
 
@@ -223,8 +224,12 @@ class SandboxState:
 
     def accept_import(self, contacts: list[dict[str, Any]], list_ids: list[str]) -> Activity:
         """Queue a validated import; its activity (``initialized``) is answered at once."""
-        fail_errors, self.fail_next_activity = self.fail_next_activity, None
-        activity = self.add_activity(Activity(len(contacts), fail_errors))
+        failure, self.fail_next_activity = self.fail_next_activity, None
+        if failure is None:
+            activity = self.add_activity(Activity(len(contacts)))
+        else:
+            fail_state, fail_errors = failure
+            activity = self.add_activity(Activity(len(contacts), fail_errors, fail_state=fail_state))
         self.pending.append(PendingImport(activity, contacts, list_ids))
         return activity
 

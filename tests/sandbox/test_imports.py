@@ -284,6 +284,28 @@ def test_fail_next_activity_ends_failed_with_errors_and_imports_nothing(sandbox,
     assert imported(api, sandbox, [{"email": "f@example.com"}])["state"] == "completed"
 
 
+@pytest.mark.parametrize("end_state", ["failed", "cancelled", "timed_out"])
+def test_fail_next_activity_ends_in_the_given_terminal_state(sandbox, api, end_state):
+    sandbox.fail_next_activity(errors=["Stopped by the service"], state=end_state)
+    ended = imported(api, sandbox, [{"email": "f@example.com"}, {"email": "g@example.com"}])
+    assert ended["state"] == end_state
+    assert ended["percent_done"] == 100
+    assert ended["activity_errors"] == ["Stopped by the service"]
+    assert ended["status"]["items_completed_count"] == ended["status"]["error_count"] == 2
+    assert ended["status"]["person_count"] == 0
+    assert sandbox.list_members(sandbox.list_ids["Newsletter"]) == {}
+    listed = api.get(sandbox.api_base_url + "/activities", params={"state": end_state}, timeout=5).json()
+    assert [a["activity_id"] for a in listed["activities"]] == [ended["activity_id"]]
+    assert imported(api, sandbox, [{"email": "f@example.com"}])["state"] == "completed"
+
+
+@pytest.mark.parametrize("bad_state", ["completed", "processing", "FAILED", ""])
+def test_fail_next_activity_rejects_a_non_failure_state(sandbox, api, bad_state):
+    with pytest.raises(ValueError, match="failed, cancelled, timed_out"):
+        sandbox.fail_next_activity(state=bad_state)
+    assert imported(api, sandbox, [{"email": "f@example.com"}])["state"] == "completed"
+
+
 def test_a_4_mb_body_is_parsed_and_applied_well_under_a_second(sandbox, api):
     contacts = [
         {
