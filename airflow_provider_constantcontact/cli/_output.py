@@ -17,6 +17,8 @@ from airflow_provider_constantcontact.get_provider_info import DEFAULT_API_BASE_
 CONN_TYPE = "constantcontact"
 MASK = "***"
 FORMATS = ("json", "airflow-cli")
+#: Prefix of the environment variables Airflow reads connections from, before the metadata DB.
+CONN_ENV_PREFIX = "AIRFLOW_CONN_"
 
 
 def build_connection(
@@ -62,8 +64,15 @@ def write_private_file(path: Path, text: str) -> None:
     """Write ``text`` to a file only the current user can read (it holds secrets)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
+        # O_CREAT's mode applies to a new file only: restrict an existing one before the secrets go in.
+        os.fchmod(fd, 0o600)
         handle.write(text + "\n")
-    path.chmod(0o600)
+
+
+def shadowing_env_var(conn_id: str) -> str | None:
+    """The ``AIRFLOW_CONN_<ID>`` variable set in this environment, which Airflow reads before the DB."""
+    name = CONN_ENV_PREFIX + conn_id.upper()
+    return name if name in os.environ else None
 
 
 def check_can_save() -> None:

@@ -33,6 +33,7 @@ from airflow_provider_constantcontact.cli._output import (
     masked,
     render,
     save_connection,
+    shadowing_env_var,
     write_private_file,
 )
 from airflow_provider_constantcontact.cli._pkce import DEFAULT_PORT, run_pkce
@@ -211,6 +212,13 @@ def _emit(args: argparse.Namespace, connection: dict[str, Any], out: TextIO, err
             f"{'Created' if created else 'Updated'} connection {args.conn_id!r} in the Airflow metadata DB.",
             file=err,
         )
+        shadow = shadowing_env_var(args.conn_id)
+        if shadow:
+            print(
+                f"Warning: the environment variable {shadow} is set here. Airflow reads it before the "
+                "metadata DB, so wherever it is set it shadows the saved connection: unset it there.",
+                file=err,
+            )
     if args.output_file:
         write_private_file(args.output_file, render(connection, args.output, args.conn_id))
         print(f"Wrote the connection ({args.output}, secrets included) to {args.output_file}.", file=err)

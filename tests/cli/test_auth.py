@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from airflow_provider_constantcontact.cli import _pkce
+from airflow_provider_constantcontact.cli import _output, _pkce
 from airflow_provider_constantcontact.cli._device import run_device
 from airflow_provider_constantcontact.cli._oauth import (
     EXIT_DENIED,
@@ -560,6 +560,34 @@ def test_output_file_holds_secrets_privately(
     assert_refresh_token_works(sandbox, written["extra"]["refresh_token"])
 
 
+def test_output_file_that_exists_is_made_private_before_the_secrets_are_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "conn.json"
+    target.write_text("old")
+    target.chmod(0o644)
+    modes_when_written: list[int] = []
+    real_fdopen = os.fdopen
+
+    def recording_fdopen(fd: int, *args: Any, **kwargs: Any) -> Any:
+        handle = real_fdopen(fd, *args, **kwargs)
+        real_write = handle.write
+
+        def write(text: str) -> int:
+            modes_when_written.append(stat.S_IMODE(os.fstat(fd).st_mode))
+            return real_write(text)
+
+        handle.write = write
+        return handle
+
+    monkeypatch.setattr(_output.os, "fdopen", recording_fdopen)
+    _output.write_private_file(target, '{"password": "s3cret"}')
+
+    assert modes_when_written == [0o600]
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert target.read_text() == '{"password": "s3cret"}\n'
+
+
 def test_airflow_cli_output_is_masked_by_default(
     sandbox: ConstantContactSandbox, browser: FakeBrowser, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -615,6 +643,7 @@ def test_save_creates_then_updates_the_connection(
     code, out, err = run_main(capsys, [*base, "--port", str(free_port())])
     assert code == 0, err
     assert f"Created connection '{saved_conn_id}'" in err
+    assert "shadows" not in err
     assert sandbox.client_secret not in out + err
     first = _get_connection(saved_conn_id)
     assert first.conn_type == "constantcontact"
@@ -630,6 +659,27 @@ def test_save_creates_then_updates_the_connection(
     second = _get_connection(saved_conn_id)
     assert second.extra_dejson["refresh_token"] != first.extra_dejson["refresh_token"]
     assert second.extra_dejson["max_requests_per_second"] == 0
+
+
+def test_save_warns_when_an_environment_variable_shadows_the_connection(
+    sandbox: ConstantContactSandbox,
+    browser: FakeBrowser,
+    saved_conn_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    env_var = "AIRFLOW_CONN_" + saved_conn_id.upper()
+    monkeypatch.setenv(env_var, '{"conn_type": "constantcontact", "login": "stale"}')
+    argv = ["pkce", *oauth_args(sandbox), "--save", "--conn-id", saved_conn_id, "--port", str(free_port())]
+    code, _out, err = run_main(capsys, argv)
+
+    assert code == 0, err
+    assert f"Created connection '{saved_conn_id}'" in err
+    [warning] = [line for line in err.splitlines() if line.startswith("Warning:")]
+    assert env_var in warning
+    assert "shadows the saved connection" in warning
+    assert "stale" not in err  # names the variable, never prints its value
+    assert _get_connection(saved_conn_id).login == sandbox.client_id
 
 
 def test_save_without_a_migrated_db_fails_clearly(
