@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shlex
@@ -9,14 +10,27 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import requests
 
 from airflow_provider_constantcontact.sandbox.__main__ import build_parser
+from airflow_provider_constantcontact.sandbox.constants import (
+    DEFAULT_CLIENT_ID,
+    DEFAULT_CLIENT_SECRET,
+    DEFAULT_REFRESH_TOKEN,
+)
+
+#: Both ways a user starts the sandbox: the module and the installed console script.
+LAUNCHERS = {
+    "python-m": [sys.executable, "-m", "airflow_provider_constantcontact.sandbox"],
+    "console-script": [str(Path(sys.executable).parent / "constantcontact-sandbox")],
+}
 
 
 def read_banner(process: subprocess.Popen, timeout: float = 20) -> list[str]:
+    """The lines the command prints up to "Press Ctrl-C" (fails when it stops before)."""
     lines: list[str] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -29,13 +43,18 @@ def read_banner(process: subprocess.Popen, timeout: float = 20) -> list[str]:
     raise AssertionError(f"no banner: {lines}")
 
 
+def exported_connection(banner: list[str]) -> dict:
+    """The connection JSON of the printed ``export AIRFLOW_CONN_CONSTANTCONTACT_DEFAULT=...`` line."""
+    export = next(line for line in banner if line.startswith("export AIRFLOW_CONN_CONSTANTCONTACT_DEFAULT="))
+    return json.loads(shlex.split(export.split("=", 1)[1])[0])
+
+
+@pytest.mark.parametrize("launcher", list(LAUNCHERS.values()), ids=list(LAUNCHERS))
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_cli_prints_urls_ids_and_connection_then_serves_until_stopped(stop_signal):
+def test_cli_prints_urls_ids_and_connection_then_serves_until_stopped(launcher, stop_signal):
     process = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "airflow_provider_constantcontact.sandbox",
+            *launcher,
             "--port",
             "0",
             "--list",
@@ -61,10 +80,7 @@ def test_cli_prints_urls_ids_and_connection_then_serves_until_stopped(stop_signa
         list_ids = {m.group(2): m.group(1) for m in re.finditer(r"List id:\s+([0-9a-f-]{36})  (.+)", text)}
         assert set(list_ids) == {"Newsletter", "VIP Customers"}
         assert re.search(r"Custom field id:\s+[0-9a-f-]{36}  cf:loyalty_tier", text)
-        export = next(
-            line for line in banner if line.startswith("export AIRFLOW_CONN_CONSTANTCONTACT_DEFAULT=")
-        )
-        conn = json.loads(shlex.split(export.split("=", 1)[1])[0])
+        conn = exported_connection(banner)
         assert conn["login"] == "cli-client"
         assert conn["extra"]["api_base_url"] == f"{base_url}/v3"
         assert conn["extra"]["max_requests_per_second"] == 2
@@ -97,6 +113,16 @@ def test_cli_flags_have_the_documented_defaults():
     assert args.processing_rate is None
     assert args.rotating_refresh_tokens is False
     assert args.access_token_ttl == 86400
+    assert (args.client_id, args.client_secret, args.refresh_token) == (
+        DEFAULT_CLIENT_ID,
+        DEFAULT_CLIENT_SECRET,
+        DEFAULT_REFRESH_TOKEN,
+    )
+    assert (DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_REFRESH_TOKEN) == (
+        "sandbox-client-id",
+        "sandbox-client-secret",
+        "sandbox-refresh-token",
+    )
     parsed = build_parser().parse_args(
         ["--rotating-refresh-tokens", "--processing-rate", "500", "--list", "A"]
     )
@@ -112,3 +138,78 @@ def test_cli_exits_with_an_error_when_the_port_is_taken(sandbox):
     )
     assert result.returncode == 1
     assert "cannot listen" in result.stderr
+
+
+def jwt_claims(token: str) -> dict:
+    """The (unverified) payload of a JWT-shaped access token."""
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def test_cli_flags_reach_oauth_rotation_token_lifetime_and_quota():
+    """Each flag changes what the started sandbox does over HTTP, not just what it prints."""
+    process = subprocess.Popen(
+        [
+            *LAUNCHERS["python-m"],
+            "--port",
+            "0",
+            "--client-secret",
+            "S",
+            "--refresh-token",
+            "R",
+            "--rotating-refresh-tokens",
+            "--access-token-ttl",
+            "5",
+            "--daily-quota",
+            "3",
+            "--rate-limit",
+            "0",
+            "--token-rate-limit",
+            "0",  # token calls back to back; the API quota is what is tested here
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        banner = read_banner(process)
+        conn = exported_connection(banner)
+        assert (conn["login"], conn["password"]) == (DEFAULT_CLIENT_ID, "S")
+        assert conn["extra"]["refresh_token"] == "R"
+        assert conn["extra"]["max_requests_per_second"] == 0
+        token_url, api_base_url = conn["extra"]["token_url"], conn["extra"]["api_base_url"]
+
+        def refresh(refresh_token: str, secret: str = "S") -> requests.Response:
+            return requests.post(
+                token_url,
+                auth=(DEFAULT_CLIENT_ID, secret),
+                data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+                timeout=5,
+            )
+
+        assert refresh("R", secret=DEFAULT_CLIENT_SECRET).json()["error"] == "invalid_client"
+        issued_at = time.time()
+        first = refresh("R")
+        assert first.status_code == 200, first.text
+        tokens = first.json()
+        assert tokens["expires_in"] == 5
+        assert abs(jwt_claims(tokens["access_token"])["exp"] - (issued_at + 5)) <= 2
+        rotated = tokens["refresh_token"]
+        assert rotated not in ("R", "")
+        reused = refresh("R")
+        assert (reused.status_code, reused.json()["error"]) == (400, "invalid_grant")
+        second = refresh(rotated)
+        assert second.status_code == 200
+        assert second.json()["refresh_token"] != rotated
+
+        headers = {"Authorization": f"Bearer {second.json()['access_token']}"}
+        calls = [requests.get(api_base_url + "/contact_lists", headers=headers, timeout=5) for _ in range(4)]
+        assert [r.status_code for r in calls] == [200, 200, 200, 429]
+        assert calls[-1].json() == {"error_key": "quota_exceeded", "error_message": "Limit Exceeded"}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
