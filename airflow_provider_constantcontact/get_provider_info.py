@@ -10,6 +10,13 @@ DEFAULT_TOKEN_URL = "https://authz.constantcontact.com/oauth2/default/v1/token"
 INTEGRATION = "Constant Contact"
 PACKAGE = "airflow_provider_constantcontact"
 
+#: Help in the empty Client ID and Client secret inputs: the form has no descriptions for them.
+CLIENT_ID_PLACEHOLDER = "The application's API key (developer portal: My Applications → the application)"
+CLIENT_SECRET_PLACEHOLDER = (
+    "Developer portal: My Applications → the application → Generate Secret; "
+    "empty for a public PKCE or device-flow application"
+)
+
 
 def get_provider_info() -> dict[str, Any]:
     """Describe the provider: its modules and the declarative Constant Contact connection form."""
@@ -77,13 +84,14 @@ def get_provider_info() -> dict[str, Any]:
                     },
                 },
                 "ui-field-behaviour": {
-                    "hidden-fields": ["host", "schema", "port", "extra"],
+                    # Airflow 3's form always shows the Extra JSON editor: only standard fields hide.
+                    "hidden-fields": ["host", "schema", "port"],
                     "relabeling": {"login": "Client ID (API key)", "password": "Client secret"},
                     # Airflow's form shows placeholders for the standard fields only; the extra
                     # fields carry their defaults in the schema and their help in descriptions.
                     "placeholders": {
-                        "login": "API key of your application in Constant Contact's developer portal",
-                        "password": "Client secret (empty for a public PKCE or device-flow application)",
+                        "login": CLIENT_ID_PLACEHOLDER,
+                        "password": CLIENT_SECRET_PLACEHOLDER,
                     },
                 },
             }

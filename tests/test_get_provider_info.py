@@ -37,3 +37,13 @@ def test_every_listed_module_and_hook_class_imports():
     hook_class = getattr(importlib.import_module(module_name), class_name)
     assert hook_class.conn_type == "constantcontact"
     assert hook_class.default_conn_name == "constantcontact_default"
+
+
+def test_hidden_fields_are_standard_fields_airflows_form_can_hide():
+    """A name the UI has no standard field for (e.g. "extra") would be silently ignored."""
+    from airflow.api_fastapi.core_api.datamodels.connections import StandardHookFields
+
+    hideable = {"schema" if name == "url_schema" else name for name in StandardHookFields.model_fields}
+    hidden = get_provider_info()["connection-types"][0]["ui-field-behaviour"]["hidden-fields"]
+    assert set(hidden) == {"host", "schema", "port"}
+    assert set(hidden) <= hideable

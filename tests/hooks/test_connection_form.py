@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_constantcontact.get_provider_info import DEFAULT_API_BASE_URL, DEFAULT_TOKEN_URL
+from airflow_provider_constantcontact.get_provider_info import (
+    CLIENT_ID_PLACEHOLDER,
+    CLIENT_SECRET_PLACEHOLDER,
+    DEFAULT_API_BASE_URL,
+    DEFAULT_TOKEN_URL,
+)
 from tests.hooks.helpers import fast_hook
 
 
@@ -31,6 +36,15 @@ def test_login_and_password_are_relabelled_and_unused_fields_hidden(hook_meta):
     assert fields.host.hidden
     assert fields.port.hidden
     assert fields.url_schema.hidden
+
+
+def test_client_id_and_secret_placeholders_say_where_the_values_come_from(hook_meta):
+    fields = hook_meta.standard_fields
+    assert fields.login.placeholder == CLIENT_ID_PLACEHOLDER
+    assert "API key" in fields.login.placeholder
+    assert fields.password.placeholder == CLIENT_SECRET_PLACEHOLDER
+    assert "My Applications → the application → Generate Secret" in fields.password.placeholder
+    assert "empty for a public PKCE or device-flow application" in fields.password.placeholder
 
 
 def test_extra_fields_have_labels_defaults_and_a_masked_refresh_token(hook_meta):
