@@ -21,7 +21,12 @@ from airflow_provider_constantcontact.sandbox.constants import (
     MAX_LIST_IDS,
     MAX_REMOVE_CONTACT_IDS,
 )
-from airflow_provider_constantcontact.sandbox.errors import bad_request, error_list, not_found
+from airflow_provider_constantcontact.sandbox.errors import (
+    bad_request,
+    error_list,
+    not_found,
+    reject_unknown_properties,
+)
 from airflow_provider_constantcontact.sandbox.imports import parse_json_body, take_import, validate_contacts
 from airflow_provider_constantcontact.sandbox.state import CREATED, UPDATED, SandboxState
 
@@ -44,6 +49,10 @@ _PHONE_KINDS = {
     "fax": "fax",
 }
 _ADDRESS_KINDS = {"": "home", "home_": "home", "work_": "work", "other_": "other"}
+#: The top-level properties each POST body may hold.
+_LIST_PROPERTIES = frozenset({"name", "description", "favorite"})
+_CUSTOM_FIELD_PROPERTIES = frozenset({"label", "type"})
+_REMOVE_PROPERTIES = frozenset({"source", "list_ids"})
 
 
 @dataclass
@@ -192,11 +201,7 @@ class Api:
         body = _require_json(request)
         if not isinstance(body, dict):
             raise bad_request("The request body must be a JSON object.")
-        unknown = set(body) - {"name", "description", "favorite"}
-        if unknown:
-            raise bad_request(
-                f"Unknown property '{sorted(unknown)[0][:60]}'.", "contact_lists.unknown_property"
-            )
+        reject_unknown_properties(body, _LIST_PROPERTIES, "contact_lists.unknown_property")
         with self.lock:
             created = self.state.create_list(
                 body.get("name"), body.get("description"), body.get("favorite", False)
@@ -221,6 +226,8 @@ class Api:
 
     def post_custom_field(self, request: Request) -> tuple[int, Any]:
         body = _require_json(request)
+        if isinstance(body, dict):
+            reject_unknown_properties(body, _CUSTOM_FIELD_PROPERTIES, "custom_fields.unknown_property")
         if not isinstance(body, dict) or not isinstance(body.get("label"), str) or not body["label"].strip():
             raise bad_request("label is required.", "custom_fields.label.invalid")
         label = body["label"].strip()[:50]
@@ -335,6 +342,8 @@ class Api:
 
     def post_remove(self, request: Request) -> tuple[int, Any]:
         payload = _require_json(request)
+        if isinstance(payload, dict):
+            reject_unknown_properties(payload, _REMOVE_PROPERTIES, "remove_list_memberships.unknown_property")
         if not isinstance(payload, dict) or not isinstance(payload.get("source"), dict):
             raise bad_request("source is required.", "source.invalid")
         contact_ids = payload["source"].get("contact_ids")

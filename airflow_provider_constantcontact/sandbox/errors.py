@@ -50,6 +50,15 @@ def bad_request(message: str, error_key: str = "bad_request") -> ApiError:
     return error_list(400, error_key, message)
 
 
+def reject_unknown_properties(body: dict[str, Any], known: frozenset[str], error_key: str) -> None:
+    """400 (array shape) naming the first top-level property of ``body`` not in ``known``.
+
+    Only the property name is echoed (cut to 60 characters), never a value."""
+    unknown = body.keys() - known
+    if unknown:
+        raise bad_request(f"Unknown property '{sorted(unknown)[0][:60]}'.", error_key)
+
+
 def not_found(message: str) -> ApiError:
     """404 in the array shape."""
     return error_list(404, "not_found", message)

@@ -22,7 +22,7 @@ from airflow_provider_constantcontact.sandbox.constants import (
     MAX_LIST_IDS,
     SHORT_FIELD_LIMIT,
 )
-from airflow_provider_constantcontact.sandbox.errors import bad_request
+from airflow_provider_constantcontact.sandbox.errors import bad_request, reject_unknown_properties
 
 EMAIL_RE = re.compile(r"[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+\Z")
 #: Many addresses at once, one a line: a single regex call instead of one per contact.
@@ -31,6 +31,8 @@ _EMAIL_LINES = re.compile(r"(?:[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+\n)*")
 _STRING_PROPERTIES = frozenset(IMPORT_FIELD_LIMITS)
 _WS = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
+#: The top-level properties of a contacts_json_import body.
+_IMPORT_PROPERTIES = frozenset({"import_data", "list_ids"})
 
 
 def parse_json_body(body: bytes) -> Any:
@@ -90,11 +92,13 @@ def items_within(body: bytes, limit: int, key: str = "import_data") -> int | Non
 def take_import(body: bytes, payload: Any) -> tuple[list[Any], list[Any]]:
     """Return (contacts taken in, list_ids) after the real service's silent truncation.
 
+    400 when the body is not an object of ``import_data`` and ``list_ids`` (and nothing else).
     Over 4 MB only the contacts whose JSON ends within the first 4,194,304 bytes of the body
     are taken; then at most the first 40,000 contacts.
     """
     if not isinstance(payload, dict):
         raise bad_request("The request body must be a JSON object.")
+    reject_unknown_properties(payload, _IMPORT_PROPERTIES, "contacts_json_import.unknown_property")
     contacts = payload.get("import_data")
     list_ids = payload.get("list_ids")
     if not isinstance(contacts, list) or not contacts:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import requests
 
 from tests.sandbox.conftest import post_json
@@ -226,3 +227,44 @@ def test_chunked_request_bodies_are_read(sandbox, api, v3):
     )
     assert response.status_code == 201
     assert "chunk@example.com" in sandbox.list_members(sandbox.list_ids["Newsletter"])
+
+
+def _valid_bodies(sandbox) -> dict[str, dict]:
+    """A valid body for each POST endpoint that checks top-level properties."""
+    newsletter = sandbox.list_ids["Newsletter"]
+    return {
+        "/activities/contacts_json_import": {
+            "import_data": [{"email": "top@example.com"}],
+            "list_ids": [newsletter],
+        },
+        "/activities/remove_list_memberships": {
+            "source": {"contact_ids": [sandbox.contact_id("member@example.com")]},
+            "list_ids": [newsletter],
+        },
+        "/contact_custom_fields": {"label": "Favourite colour", "type": "string"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("path", "error_key"),
+    [
+        ("/activities/contacts_json_import", "contacts_json_import.unknown_property"),
+        ("/activities/remove_list_memberships", "remove_list_memberships.unknown_property"),
+        ("/contact_custom_fields", "custom_fields.unknown_property"),
+    ],
+    ids=["contacts_json_import", "remove_list_memberships", "contact_custom_fields"],
+)
+def test_unknown_top_level_property_is_a_400_array_and_changes_nothing(sandbox, api, v3, path, error_key):
+    import_contacts(api, v3, [{"email": "member@example.com"}], [sandbox.list_ids["Newsletter"]])
+    activities_before = len(sandbox.state.activities)
+    body = _valid_bodies(sandbox)[path]
+
+    response = post_json(api, v3(path), {**body, "zz_unexpected": "jane@example.com"})
+
+    assert response.status_code == 400
+    assert response.json() == [{"error_key": error_key, "error_message": "Unknown property 'zz_unexpected'."}]
+    assert len(sandbox.state.activities) == activities_before
+    assert set(sandbox.list_members(sandbox.list_ids["Newsletter"])) == {"member@example.com"}
+    assert set(sandbox.custom_field_ids) == {"loyalty_tier"}
+    # the same body without the extra property is accepted
+    assert post_json(api, v3(path), body).status_code == 201
