@@ -526,3 +526,95 @@ def test_list_ids_and_segments_accept_rendered_strings() -> None:
         normalize_list_ids("")
     with pytest.raises(ValueError, match="got 51"):
         normalize_list_ids([f"id-{i}" for i in range(51)])
+
+
+def _capture_bodies(operator: ConstantContactSegmentExportOperator) -> list[dict[str, Any]]:
+    """Record every import body the operator sends (parsed), then send it on unchanged."""
+    post = operator.hook.import_contacts_body
+    bodies: list[dict[str, Any]] = []
+
+    def capturing_post(body: bytes) -> dict:
+        bodies.append(json.loads(body))
+        return post(body)
+
+    operator.hook.import_contacts_body = capturing_post
+    return bodies
+
+
+def test_empty_values_never_overwrite_good_data(
+    make_export, constantcontact_sandbox, newsletter, tmp_path
+) -> None:
+    mapping = {"email": "Email", "first_name": "First", "cf:loyalty_tier": "Tier"}
+    emails = ["null@example.com", "blank@example.com", "changed@example.com"]
+    first = write_parquet(
+        tmp_path / "first.parquet", {"Email": emails, "First": ["Keep", "Keep", "Old"], "Tier": ["gold"] * 3}
+    )
+    run(make_export(source=str(first), field_mapping=mapping))
+    # Null, empty and whitespace-only values; the third row shows the second import does update.
+    second = write_parquet(
+        tmp_path / "second.parquet",
+        {"Email": emails, "First": [None, "  \t ", "New"], "Tier": ["", " ", "silver"]},
+    )
+    operator = make_export(source=str(second), field_mapping=mapping)
+    bodies = _capture_bodies(operator)
+    summary, _ = run(operator)
+
+    assert summary["contacts_submitted"] == 3
+    assert [body["import_data"] for body in bodies] == [
+        [
+            {"email": "null@example.com"},
+            {"email": "blank@example.com"},
+            {"email": "changed@example.com", "first_name": "New", "cf:loyalty_tier": "silver"},
+        ]
+    ]
+    assert constantcontact_sandbox.list_members(newsletter) == {
+        "null@example.com": {"first_name": "Keep", "cf:loyalty_tier": "gold"},
+        "blank@example.com": {"first_name": "Keep", "cf:loyalty_tier": "gold"},
+        "changed@example.com": {"first_name": "New", "cf:loyalty_tier": "silver"},
+    }
+
+
+def test_field_limits_reject_strict_fields_and_truncate_text_over_http(
+    make_export, constantcontact_sandbox, newsletter, tmp_path
+) -> None:
+    mapping = {"email": "Email", "phone": "Phone", "birthday_month": "Month", "last_name": "Last"}
+    rows = {
+        "Email": ["ok@example.com", "phone@example.com", "month@example.com", "both@example.com"],
+        "Phone": ["+1 555 0100", "1" * 51, "555", "2" * 51],
+        "Month": [12, 5, 13, 13],
+        "Last": ["L" * 70, "x", "y", "z"],
+    }
+    source = write_parquet(tmp_path / "s.parquet", rows)
+    rejects = tmp_path / "rejects.parquet"
+    summary, _ = run(make_export(source=str(source), field_mapping=mapping, rejects_path=str(rejects)))
+
+    # A row gets the first reason in mapping order: "both" is rejected for its phone.
+    assert summary["rejected"] == {"phone_too_long": 2, "birthday_month_invalid": 1}
+    assert summary["truncated"] == {"last_name": 1}
+    assert summary["contacts_submitted"] == 1
+    table = pq.read_table(rejects)
+    assert sorted(
+        zip(table.column("Email").to_pylist(), table.column("reason").to_pylist(), strict=True)
+    ) == [
+        ("both@example.com", "phone_too_long"),
+        ("month@example.com", "birthday_month_invalid"),
+        ("phone@example.com", "phone_too_long"),
+    ]
+    members = constantcontact_sandbox.list_members(newsletter)
+    assert members == {
+        "ok@example.com": {"phone": "+1 555 0100", "birthday_month": 12, "last_name": "L" * 50}
+    }
+    assert len(members["ok@example.com"]["last_name"]) == 50
+
+
+def test_export_to_two_lists(make_export, constantcontact_sandbox, newsletter, tmp_path) -> None:
+    second = constantcontact_sandbox.create_list("VIP")
+    emails = [f"two{i}@example.com" for i in range(5)]
+    source = write_parquet(tmp_path / "s.parquet", {"Email": emails, "First": [f"F{i}" for i in range(5)]})
+    mapping = {"email": "Email", "first_name": "First"}
+    summary, _ = run(make_export(source=str(source), field_mapping=mapping, list_ids=[newsletter, second]))
+
+    assert summary["list_ids"] == [newsletter, second]
+    expected = {email: {"first_name": f"F{i}"} for i, email in enumerate(emails)}
+    assert constantcontact_sandbox.list_members(newsletter) == expected
+    assert constantcontact_sandbox.list_members(second) == expected
