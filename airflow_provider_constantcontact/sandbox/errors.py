@@ -30,6 +30,16 @@ def oauth_error(status: int, error: str, description: str, headers: dict[str, st
     return ApiError(status, {"error": error, "error_description": description}, headers)
 
 
+def oauth_too_many_requests(reset_at: int) -> ApiError:
+    """429 of the token endpoint's own rate limit; ``reset_at`` is the epoch second it resets."""
+    return oauth_error(
+        429,
+        "too_many_requests",
+        "API call exceeded rate limit due to too many requests.",
+        {"X-Rate-Limit-Reset": str(reset_at)},
+    )
+
+
 def unauthorized() -> ApiError:
     """401 for a missing, unknown or expired access token."""
     return error_object(401, "unauthorized", "Unauthorized")
@@ -85,3 +95,16 @@ def for_status(status: int) -> ApiError:
     if status in (401, 429):
         return error_object(status, key, message)
     return error_list(status, key, message)
+
+
+def oauth_for_status(status: int, reset_at: int) -> ApiError:
+    """A canned error for an injected fault on the OAuth server, in its ``{error,
+    error_description}`` shape: 429 as its own rate limit, 503 ``temporarily_unavailable``,
+    anything else ``server_error`` (the RFC 6749 codes for an unavailable or failing server)."""
+    if status == 429:
+        return oauth_too_many_requests(reset_at)
+    if status == 503:
+        return oauth_error(
+            503, "temporarily_unavailable", "The authorization server is temporarily unavailable."
+        )
+    return oauth_error(status, "server_error", "The authorization server encountered an unexpected error.")

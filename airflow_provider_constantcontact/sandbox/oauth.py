@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from airflow_provider_constantcontact.sandbox.constants import KNOWN_SCOPES
-from airflow_provider_constantcontact.sandbox.errors import oauth_error, unauthorized
+from airflow_provider_constantcontact.sandbox.errors import oauth_error, oauth_too_many_requests, unauthorized
 from airflow_provider_constantcontact.sandbox.limits import TokenBucket
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
@@ -244,12 +244,7 @@ class OAuthServer:
     def token(self, authorization: str | None, form: dict[str, str]) -> dict:
         """The token endpoint: refresh_token, authorization_code and device_code grants."""
         if not self.token_bucket.allow("token"):
-            raise oauth_error(
-                429,
-                "too_many_requests",
-                "API call exceeded rate limit due to too many requests.",
-                {"X-Rate-Limit-Reset": str(int(time.time()) + 1)},
-            )
+            raise oauth_too_many_requests(int(time.time()) + 1)
         grant_type = form.get("grant_type")
         if grant_type == "refresh_token":
             return self._refresh_grant(authorization, form)

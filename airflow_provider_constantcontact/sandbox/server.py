@@ -25,6 +25,7 @@ from airflow_provider_constantcontact.sandbox.errors import (
     error_list,
     for_status,
     not_found,
+    oauth_for_status,
     quota_exceeded,
     throttled,
 )
@@ -75,6 +76,14 @@ def _html(status: int, title: str, text: str) -> Response:
     return Response(status, page.encode(), {"Content-Type": "text/html; charset=utf-8"})
 
 
+def _canned_error(path: str, status: int) -> ApiError:
+    """An error for ``status`` in the shape of the server ``path`` belongs to: the OAuth
+    server's ``{error, error_description}`` on its paths, the API's shapes elsewhere."""
+    if path.startswith(OAUTH_PREFIX + "/"):
+        return oauth_for_status(status, int(time.time()) + 1)
+    return for_status(status)
+
+
 class App:
     """Turns a raw request into a response: faults, OAuth, rate limits, then the API routes."""
 
@@ -112,14 +121,14 @@ class App:
                 if fault.status is None:
                     self._log(request, 0)
                     return None
-                raise for_status(fault.status)
+                raise _canned_error(path, fault.status)
             response = self._route(request)
         except ApiError as exc:
             response = json_response(exc.status, exc.body, exc.headers)
         except Exception:  # a sandbox bug: answer like the real service would, and show it
             traceback.print_exc()
-            error = for_status(500)
-            response = json_response(error.status, error.body)
+            error = _canned_error(path, 500)
+            response = json_response(error.status, error.body, error.headers)
         self._log(request, response.status)
         return response
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import requests
 
@@ -76,6 +78,52 @@ def test_fail_next_with_a_path_prefix_only_hits_matching_requests(sandbox, api):
         timeout=5,
     )
     assert token.status_code == 500
+
+
+def refresh(sandbox) -> requests.Response:
+    """A refresh grant with the seeded token."""
+    return requests.post(
+        sandbox.token_url,
+        auth=(sandbox.client_id, sandbox.client_secret),
+        data={"grant_type": "refresh_token", "refresh_token": sandbox.refresh_token},
+        timeout=5,
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(503, "temporarily_unavailable"), (500, "server_error"), (502, "server_error")],
+)
+def test_faults_on_oauth_paths_answer_in_the_oauth_error_shape(sandbox, api, status, error):
+    sandbox.fail_next(2, status=status, path_prefix="/oauth2")
+    token = refresh(sandbox)
+    device = requests.post(sandbox.device_authorize_url, data={"client_id": sandbox.client_id}, timeout=5)
+    for response in (token, device):
+        assert response.status_code == status
+        body = response.json()
+        assert set(body) == {"error", "error_description"}
+        assert body["error"] == error
+        assert body["error_description"]
+    assert refresh(sandbox).status_code == 200
+    # API faults keep the API's array shape
+    sandbox.fail_next(1, status=status)
+    api_body = api.get(sandbox.api_base_url + "/contact_lists", timeout=5).json()
+    assert isinstance(api_body, list)
+    assert set(api_body[0]) == {"error_key", "error_message"}
+
+
+def test_a_429_fault_on_the_token_endpoint_looks_like_its_own_rate_limit(constantcontact_sandbox_factory):
+    sandbox = constantcontact_sandbox_factory(rate_limit=0, token_rate_limit=1)
+    assert refresh(sandbox).status_code == 200
+    limited = refresh(sandbox)  # the token endpoint's own ~1 request a second
+    assert limited.status_code == 429
+    time.sleep(1.1)
+    sandbox.fail_next(1, status=429, path_prefix="/oauth2")
+    injected = refresh(sandbox)
+    assert injected.status_code == 429
+    assert injected.json() == limited.json()
+    assert limited.json()["error"] == "too_many_requests"
+    assert int(injected.headers["X-Rate-Limit-Reset"]) >= int(time.time())
 
 
 def test_drop_next_closes_the_connection_without_a_response(sandbox, api):
