@@ -100,7 +100,8 @@ class ConstantContactSegmentExportOperator(BaseOperator):
     :param source_conn_id: Connection for object storage (``source`` and ``rejects_path``).
     :param max_contacts: Fail, before sending anything, when more valid contacts than this.
     :param dry_run: Do everything except sending; the summary tells what would have been sent.
-    :param rejects_path: Where to write rejected rows as Parquet (mapped columns + ``reason``). Templated.
+    :param rejects_path: Where to write the rows not sent (rejected or duplicate) as Parquet
+        (mapped columns + ``reason``). Templated.
     :param wait_for_completion: Wait until Constant Contact has processed every import.
     :param deferrable: Wait in the triggerer instead of the worker.
     :param poll_interval: Seconds between the first polls of the import activities.
@@ -394,7 +395,11 @@ class _Export:
 
     # ---------------------------------------------------------------------------------- pass 2
     def encode(self) -> Iterator[import_batches.ImportBody]:
-        """Pass two: the request bodies, in order; writes the rejects file on the way."""
+        """Pass two: the request bodies, in order; writes the rejects file on the way.
+
+        Every row not sent goes to the rejects file, duplicates included, so that each input
+        row is either sent or visible there with its reason.
+        """
         plan = self.plan
         batcher = import_batches.BodyBatcher(
             self.list_ids,
@@ -407,6 +412,7 @@ class _Export:
             schema = pa.schema([self.dataset.schema.field(column) for column in plan.columns])
             rejects = RejectsWriter(self.op.rejects_path, schema, conn_id=self.op.source_conn_id)
         self.truncated: dict[str, int] = {}
+        self.rejects_written = 0
         offset = 0
         encoded = 0
         try:
@@ -418,9 +424,9 @@ class _Export:
                 offset += length
                 keep = pc.equal(codes, cleaning.OK)
                 if rejects is not None:
-                    rejected = pc.greater_equal(codes, cleaning.MISSING_EMAIL)
-                    if pc.any(rejected).as_py():
-                        rejects.write(batch.filter(rejected), reasons.take(codes.filter(rejected)))
+                    not_sent = pc.invert(keep)
+                    if pc.any(not_sent).as_py():
+                        rejects.write(batch.filter(not_sent), reasons.take(codes.filter(not_sent)))
                 contacts = batch.filter(keep)
                 if contacts.num_rows:
                     encoded += contacts.num_rows
@@ -429,6 +435,7 @@ class _Export:
         finally:
             if rejects is not None:
                 rejects.close()
+                self.rejects_written = rejects.rows
         if offset != self.rows_read or encoded != self.contacts:
             raise AssertionError(
                 f"The second pass read {offset} rows and encoded {encoded} contacts, "
@@ -498,11 +505,17 @@ class _Export:
             summary["rows_filtered_out"] = self.dataset.count_rows() - self.rows_read
         if op.rejects_path:
             summary["rejects_path"] = op.rejects_path
+            summary["rejects_written"] = self.rejects_written
         accounted = sent_contacts + self.duplicates + sum(self.rejected.values())
         if accounted != self.rows_read:
             raise AssertionError(
                 f"Row accounting does not add up: {self.rows_read} rows read but {sent_contacts} submitted "
                 f"+ {self.duplicates} duplicates + {sum(self.rejected.values())} rejected = {accounted}"
+            )
+        if op.rejects_path and self.rejects_written != self.rows_read - sent_contacts:
+            raise AssertionError(
+                f"The rejects file has {self.rejects_written} rows, expected every row not sent: "
+                f"{self.rows_read - sent_contacts}"
             )
         self.log.info("Export summary: %s", {k: v for k, v in summary.items() if k != "activity_ids"})
         return summary

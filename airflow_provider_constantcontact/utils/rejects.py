@@ -1,8 +1,8 @@
-"""Write rejected rows to Parquet, streaming, so that no row is lost silently.
+"""Write the rows an export did not send to Parquet, streaming, so that no row is lost silently.
 
-The file holds the original mapped columns, as read, plus a ``reason`` column. It is written
-on every run that names a path, even when nothing was rejected (then it has no rows), so a file
-left over from an earlier run is never mistaken for this run's rejects.
+The file holds the original mapped columns, as read, plus a ``reason`` column (a reject reason
+or ``duplicate``). It is written on every run that names a path, even when every row was sent
+(then it has no rows), so a file left over from an earlier run is never mistaken for this run's.
 """
 
 from __future__ import annotations
@@ -25,12 +25,14 @@ def _open_for_writing(path: str, conn_id: str | None) -> Any:
 
 
 class RejectsWriter:
-    """Collects rejected rows batch by batch into one Parquet file (``path``; ``conn_id`` for URIs)."""
+    """Collects rows not sent, batch by batch, into one Parquet file (``path``; ``conn_id`` for URIs).
+
+    ``rows`` counts the rows written so far.
+    """
 
     def __init__(self, path: str, schema: pa.Schema, *, conn_id: str | None = None) -> None:
         if REASON_COLUMN in schema.names:
             raise ValueError(f"A mapped column is named {REASON_COLUMN!r}; the rejects file needs that name")
-        self.path = path
         self.schema = schema.append(pa.field(REASON_COLUMN, pa.string()))
         self.rows = 0
         self._file = _open_for_writing(path, conn_id)

@@ -112,18 +112,28 @@ def test_export_maps_cleans_dedups_and_accounts_for_every_row(
     assert len(summary["activity_ids"]) == 1
     assert ti.xcom == {"activity_ids": summary["activity_ids"]}
 
+    # Every input row is accounted for: sent, or in the rejects file with its reason.
     table = pq.read_table(rejects)
     assert table.column_names == ["Email", "First", "Last", "Tier", "reason"]
+    assert summary["rows_read"] == summary["contacts_submitted"] + table.num_rows
+    assert summary["rejects_written"] == table.num_rows == 7
     assert sorted(
-        zip(table.column("First").to_pylist(), table.column("reason").to_pylist(), strict=True)
+        zip(
+            table.column("Email").to_pylist(),
+            table.column("First").to_pylist(),
+            table.column("reason").to_pylist(),
+            strict=True,
+        ),
+        key=lambda row: (row[2], row[1]),
     ) == [
-        ("Bad", "invalid_email"),
-        ("Bad", "invalid_email"),
-        ("Blank", "missing_email"),
-        ("Long", "email_too_long"),
-        ("NoEmail", "missing_email"),
+        ("USER3@example.com", "Dup", "duplicate"),  # original values, as read
+        ("user10@EXAMPLE.com", "Dup", "duplicate"),
+        ("x" * 45 + "@example.com", "Long", "email_too_long"),
+        ("not-an-email", "Bad", "invalid_email"),
+        ("a@b", "Bad", "invalid_email"),
+        ("   ", "Blank", "missing_email"),
+        (None, "NoEmail", "missing_email"),
     ]
-    assert table.column("Email").to_pylist()[-1] == "x" * 45 + "@example.com"  # original value, as read
 
 
 def test_logs_hold_counts_and_masked_samples_but_no_personal_data(
@@ -276,7 +286,7 @@ def test_dry_run_sends_nothing_and_reports(
     assert summary["contacts_submitted"] == 60
     assert summary["bytes_submitted"] > 60 * 20
     assert ti.xcom == {"activity_ids": []}
-    assert pq.read_table(rejects).num_rows == 5
+    assert pq.read_table(rejects).num_rows == summary["rejects_written"] == 7  # 5 rejected, 2 duplicates
 
 
 def test_rejects_file_is_written_even_when_empty(make_export, tmp_path) -> None:
@@ -287,6 +297,7 @@ def test_rejects_file_is_written_even_when_empty(make_export, tmp_path) -> None:
     assert table.num_rows == 0
     assert table.column_names == ["Email", "reason"]
     assert summary["rejects_path"] == rejects
+    assert summary["rejects_written"] == 0
 
 
 def _import_sizes(sandbox) -> list[int]:
