@@ -94,7 +94,9 @@ def take_import(body: bytes, payload: Any) -> tuple[list[Any], list[Any]]:
 
     400 when the body is not an object of ``import_data`` and ``list_ids`` (and nothing else).
     Over 4 MB only the contacts whose JSON ends within the first 4,194,304 bytes of the body
-    are taken; then at most the first 40,000 contacts.
+    are taken; then at most the first 40,000 contacts. When no contact ends within the first
+    4 MB (``import_data`` starts after the cut, or its first contact crosses it) the request
+    is a 400 rather than an activity of 0 items that would look like a successful import.
     """
     if not isinstance(payload, dict):
         raise bad_request("The request body must be a JSON object.")
@@ -109,6 +111,11 @@ def take_import(body: bytes, payload: Any) -> tuple[list[Any], list[Any]]:
         raise bad_request("list_ids must be strings.", "list_ids.invalid")
     if len(body) > MAX_IMPORT_BYTES:
         contacts = contacts[: items_within(body, MAX_IMPORT_BYTES) or 0]
+        if not contacts:  # nothing would be imported: refuse it, as an empty import_data is
+            raise bad_request(
+                f"No contact of import_data ends within the first {MAX_IMPORT_BYTES} bytes of the body.",
+                "import_data.invalid",
+            )
     return contacts[:MAX_IMPORT_CONTACTS], list_ids
 
 

@@ -230,6 +230,76 @@ def test_more_than_40000_contacts_keeps_only_the_first_40000(sandbox, api):
     assert "u40000@x.io" not in members
 
 
+def body_and_whole_contacts_within(contacts: list[dict], list_id: str, limit: int) -> tuple[bytes, int]:
+    """An import body built by hand, and how many contacts end within its first ``limit`` bytes."""
+    head, separator = b'{"import_data": [', b", "
+    encoded = [json.dumps(c).encode() for c in contacts]
+    body = head + separator.join(encoded) + b'], "list_ids": ["' + list_id.encode() + b'"]}'
+    end, within = len(head), 0
+    for item in encoded:
+        end += len(item)
+        if end > limit:
+            break
+        within += 1
+        end += len(separator)
+    return body, within
+
+
+@pytest.mark.parametrize(
+    ("pad", "binding"),
+    [(60, "4 MB"), (8, "40,000")],
+    ids=["4-mb-cut-binds", "40000-cut-binds"],
+)
+def test_over_4_mb_and_over_40000_contacts_the_4_mb_cut_applies_first(sandbox, api, pad, binding):
+    list_id = sandbox.list_ids["Newsletter"]
+    contacts = contacts_of_size(48_000, pad=pad)
+    body, within = body_and_whole_contacts_within(contacts, list_id, MAX_BYTES)
+    assert len(body) > MAX_BYTES
+    assert len(contacts) > 40_000
+    expected = min(within, 40_000)
+    # each case really exercises the cut it is named after
+    assert (within < 40_000) == (binding == "4 MB")
+    response = post_import(api, sandbox, body)
+    assert response.status_code == 201, response.text
+    assert response.json()["status"]["items_total_count"] == expected
+    members = sandbox.list_members(list_id)
+    assert len(members) == expected
+    assert contacts[expected - 1]["email"] in members
+    assert contacts[expected]["email"] not in members
+
+
+@pytest.mark.parametrize(
+    "layout",
+    ["import_data-after-the-cut", "first-contact-crosses-the-cut"],
+)
+def test_over_4_mb_with_no_contact_within_the_first_4_mb_is_a_400(sandbox, api, layout):
+    list_id = sandbox.list_ids["Newsletter"]
+    contacts = [{"email": f"late{n}@example.com"} for n in range(3)]
+    if layout == "import_data-after-the-cut":
+        body = (
+            (b'{"list_ids": ["' + list_id.encode() + b'"],' + b" " * MAX_BYTES + b'"import_data": ')
+            + json.dumps(contacts).encode()
+            + b"}"
+        )
+    else:
+        first = b'{"email": ' + b" " * MAX_BYTES + b'"late0@example.com"}'
+        rest = b", ".join(json.dumps(c).encode() for c in contacts[1:])
+        body = b'{"import_data": [' + first + b", " + rest + b'], "list_ids": ["' + list_id.encode() + b'"]}'
+    assert len(body) > MAX_BYTES
+    activities_before = len(sandbox.state.activities)
+    response = post_import(api, sandbox, body)
+    assert response.status_code == 400
+    assert response.json() == [
+        {
+            "error_key": "import_data.invalid",
+            "error_message": f"No contact of import_data ends within the first {MAX_BYTES} bytes"
+            " of the body.",
+        }
+    ]
+    assert len(sandbox.state.activities) == activities_before
+    assert sandbox.list_members(list_id) == {}
+
+
 def test_activity_progresses_at_the_processing_rate(sandbox, api):
     sandbox.processing_rate = 50  # contacts a second
     response = post_import(
