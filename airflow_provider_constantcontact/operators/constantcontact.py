@@ -11,7 +11,6 @@ built. See docs/export-operator.md.
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 import time
@@ -40,14 +39,12 @@ from airflow_provider_constantcontact.utils.activities import wait_for_activitie
 from airflow_provider_constantcontact.utils.rejects import RejectsWriter
 from airflow_provider_constantcontact.utils.segment_source import (
     SegmentSource,
-    SegmentSourceError,
+    find_unreadable_file,
     resolve_segment_source,
 )
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-log = logging.getLogger(__name__)
 
 MAX_LIST_IDS = 50
 READ_BATCH_ROWS = 32 * 1024
@@ -175,9 +172,10 @@ class ConstantContactSegmentExportOperator(BaseOperator):
         plan = cleaning.ContactPlan(dict(self.field_mapping))
         segments = self._segments()
         source = resolve_segment_source(self.source, conn_id=self.source_conn_id)
-        self._check_columns(source, plan)
+        # Missing columns and incompatible types fail here, before any request.
+        dataset = source.dataset(plan.columns + ([self.segment_column] if self.segment_column else []))
         self._preflight(list_ids, plan)
-        export = _Export(self, source, plan, list_ids, segments)
+        export = _Export(self, source, dataset, plan, list_ids, segments)
         summary = export.run()
         activity_ids = summary["activity_ids"]
         context["ti"].xcom_push(key="activity_ids", value=activity_ids)
@@ -253,16 +251,6 @@ class ConstantContactSegmentExportOperator(BaseOperator):
             )
         return segments
 
-    def _check_columns(self, source: SegmentSource, plan: cleaning.ContactPlan) -> None:
-        needed = plan.columns + ([self.segment_column] if self.segment_column else [])
-        for path, schema in zip(source.files, source.schemas, strict=True):
-            missing = [column for column in dict.fromkeys(needed) if column not in schema.names]
-            if missing:
-                raise SegmentSourceError(
-                    f"Mapped column(s) {', '.join(map(repr, missing))} not found in {path}; "
-                    f"the columns that exist are: {', '.join(schema.names)}"
-                )
-
     def _preflight(self, list_ids: list[str], plan: cleaning.ContactPlan) -> None:
         """Every list and custom field must exist before anything is sent."""
         unknown = []
@@ -297,6 +285,7 @@ class _Export:
         self,
         operator: ConstantContactSegmentExportOperator,
         source: SegmentSource,
+        dataset: ds.FileSystemDataset,
         plan: cleaning.ContactPlan,
         list_ids: list[str],
         segments: list[Any] | None,
@@ -306,8 +295,7 @@ class _Export:
         self.source = source
         self.plan = plan
         self.list_ids = list_ids
-        columns = plan.columns + ([operator.segment_column] if operator.segment_column else [])
-        self.dataset = source.dataset(columns)
+        self.dataset = dataset
         self.filter = self._segment_filter(segments)
         self._arange = pa.array(range(READ_BATCH_ROWS), pa.uint32())
 
@@ -330,15 +318,22 @@ class _Export:
         # Ordered batches (row numbers must line up between the passes), little read-ahead
         # (memory stays flat whatever the size of the segment). Coalesced read-ahead of whole
         # row groups (pre_buffer) pays off on object storage only.
-        yield from self.dataset.to_batches(
-            columns=columns,
-            filter=self.filter,
-            batch_size=READ_BATCH_ROWS,
-            batch_readahead=2,
-            fragment_readahead=1,
-            fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=not self.source.is_local),
-            use_threads=False,
-        )
+        try:
+            yield from self.dataset.to_batches(
+                columns=columns,
+                filter=self.filter,
+                batch_size=READ_BATCH_ROWS,
+                batch_readahead=2,
+                fragment_readahead=1,
+                fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=not self.source.is_local),
+                use_threads=False,
+            )
+        except (pa.ArrowException, OSError) as err:
+            # A corrupt data page fails without naming its file: find the file (error path only).
+            named = find_unreadable_file(self.dataset, columns, self.filter)
+            if named is None:
+                raise
+            raise named from err
 
     def _row_numbers(self, offset: int, length: int) -> pa.Array:
         if length > len(self._arange):

@@ -3,7 +3,10 @@
 The export reads only the columns it needs, batch by batch, so the source is opened as a
 ``pyarrow.dataset`` over an explicit, sorted list of Parquet files. Files may have differing but
 compatible schemas (e.g. ``int32`` vs ``int64``, ``string`` vs ``large_string``): the needed
-columns are unified with Arrow's permissive promotion. Every problem names the file concerned.
+columns are unified with Arrow's permissive promotion. Every problem names the file concerned:
+an unreadable footer when the source is resolved, a missing column or incompatible types when
+the dataset is made, and a corrupt data page, found only when scanning, through
+:func:`find_unreadable_file` on the scan's error path.
 """
 
 from __future__ import annotations
@@ -34,7 +37,6 @@ class SegmentSourceError(ConstantContactError):
 class SegmentSource:
     """The resolved Parquet files of a segment and the filesystem they live on."""
 
-    uri: str
     files: list[str]
     filesystem: pafs.FileSystem
     schemas: list[pa.Schema]
@@ -44,23 +46,25 @@ class SegmentSource:
         """Whether the files are on the local filesystem (no network round trips)."""
         return isinstance(self.filesystem, pafs.LocalFileSystem)
 
-    def dataset(self, columns: Sequence[str]) -> ds.Dataset:
+    def dataset(self, columns: Sequence[str]) -> ds.FileSystemDataset:
         """A dataset over every file, restricted to ``columns`` with a unified schema.
 
-        Raises SegmentSourceError when a column is missing from a file (listing that file's
-        columns) or when two files hold a column with incompatible types.
+        Raises SegmentSourceError when columns are missing from a file (naming them and listing
+        the columns that file has) or when two files hold a column with incompatible types.
         """
         columns = list(dict.fromkeys(columns))
+        for path, schema in zip(self.files, self.schemas, strict=True):
+            missing = [column for column in columns if column not in schema.names]
+            if missing:
+                raise SegmentSourceError(
+                    f"Column(s) {', '.join(map(repr, missing))} not found in {path}; "
+                    f"the columns that exist are: {', '.join(schema.names)}"
+                )
         fields = []
         for column in columns:
-            typed: list[tuple[str, pa.Field]] = []
-            for path, schema in zip(self.files, self.schemas, strict=True):
-                if column not in schema.names:
-                    raise SegmentSourceError(
-                        f"Column {column!r} is missing from {path}; its columns are: "
-                        f"{', '.join(schema.names)}"
-                    )
-                typed.append((path, schema.field(column)))
+            typed = [
+                (path, schema.field(column)) for path, schema in zip(self.files, self.schemas, strict=True)
+            ]
             try:
                 unified = pa.unify_schemas(
                     [pa.schema([field]) for _, field in typed], promote_options="permissive"
@@ -134,4 +138,24 @@ def resolve_segment_source(source: str | Sequence[str], *, conn_id: str | None =
                 schemas.append(pq.read_schema(handle))
         except (pa.ArrowException, OSError) as err:
             raise SegmentSourceError(f"Cannot read {file} as Parquet: {err}") from err
-    return SegmentSource(uri=", ".join(_as_list(source)), files=files, filesystem=filesystem, schemas=schemas)
+    return SegmentSource(files=files, filesystem=filesystem, schemas=schemas)
+
+
+def find_unreadable_file(
+    dataset: ds.FileSystemDataset, columns: Sequence[str], filter: ds.Expression | None = None
+) -> SegmentSourceError | None:
+    """For the error path of a failed scan: an error naming the first file that fails on its own.
+
+    A file whose footer is fine but whose data pages are corrupt fails only while it is scanned,
+    with an Arrow error that does not name it. This scans the files one at a time, with the same
+    columns and filter, until one fails; None when none does (the failure was not the data's).
+    """
+    for fragment in dataset.get_fragments():
+        try:
+            for _ in fragment.to_batches(
+                schema=dataset.schema, columns=list(columns), filter=filter, use_threads=False
+            ):
+                pass
+        except (pa.ArrowException, OSError) as err:
+            return SegmentSourceError(f"Cannot read {fragment.path} as Parquet: {str(err).strip()}")
+    return None

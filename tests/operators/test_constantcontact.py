@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from airflow_provider_constantcontact.utils import import_batches
 from airflow_provider_constantcontact.utils.import_batches import envelope
 from airflow_provider_constantcontact.utils.segment_source import SegmentSourceError
 from tests.operators.conftest import IMPORT_PATH, FakeTI, imports_in_log, run, write_parquet
+from tests.utils.test_segment_source import write_corrupt_data_page
 
 BODY_LIMIT = 4_000_000
 
@@ -629,3 +631,11 @@ def test_export_to_two_lists(make_export, constantcontact_sandbox, newsletter, t
     expected = {email: {"first_name": f"F{i}"} for i, email in enumerate(emails)}
     assert constantcontact_sandbox.list_members(newsletter) == expected
     assert constantcontact_sandbox.list_members(second) == expected
+
+
+def test_corrupt_data_page_fails_naming_the_file(make_export, constantcontact_sandbox, tmp_path) -> None:
+    write_parquet(tmp_path / "seg" / "a.parquet", {"email": ["a@example.com"]})
+    bad = write_corrupt_data_page(tmp_path / "seg" / "b.parquet")  # footer intact: fails when scanned
+    with pytest.raises(SegmentSourceError, match=rf"Cannot read {re.escape(str(bad))} as Parquet: Invalid"):
+        run(make_export(source=str(tmp_path / "seg"), field_mapping={"email": "email"}))
+    assert imports_in_log(constantcontact_sandbox) == []

@@ -8,7 +8,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from airflow_provider_constantcontact.utils.segment_source import SegmentSourceError, resolve_segment_source
+from airflow_provider_constantcontact.utils.segment_source import (
+    SegmentSourceError,
+    find_unreadable_file,
+    resolve_segment_source,
+)
 
 
 def _write(path: Path, table: pa.Table) -> Path:
@@ -67,6 +71,43 @@ def test_incompatible_types_and_missing_columns_are_named(tmp_path: Path) -> Non
     with pytest.raises(SegmentSourceError, match=r"Column 'n' has incompatible types"):
         source.dataset(["n"])
     with pytest.raises(
-        SegmentSourceError, match=r"Column 'zzz' is missing from .*a\.parquet; its columns are: email, n"
+        SegmentSourceError,
+        match=r"Column\(s\) 'zzz', 'yyy' not found in .*a\.parquet; the columns that exist are: email, n",
     ):
-        source.dataset(["zzz"])
+        source.dataset(["email", "zzz", "yyy"])
+
+
+def write_corrupt_data_page(path: Path) -> Path:
+    """A Parquet file with an intact footer and garbage in the middle of a column's data page.
+
+    Uncompressed PLAIN strings, so that the overwritten length prefixes make the scan fail.
+    """
+    rows = 2000
+    table = pa.table({"email": [f"user{i}@example.com" for i in range(rows)], "n": list(range(rows))})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, compression="NONE", use_dictionary=False)
+    chunk = pq.ParquetFile(path).metadata.row_group(0).column(0)
+    middle = chunk.data_page_offset + chunk.total_compressed_size // 2
+    data = bytearray(path.read_bytes())
+    data[middle : middle + 64] = b"\xff" * 64
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_corrupt_data_page_fails_only_when_scanned_and_find_unreadable_file_names_it(
+    tmp_path: Path,
+) -> None:
+    _write(tmp_path / "a.parquet", pa.table({"email": ["a@example.com"], "n": [1]}))
+    bad = write_corrupt_data_page(tmp_path / "b.parquet")
+    _write(tmp_path / "c.parquet", pa.table({"email": ["c@example.com"], "n": [3]}))
+    source = resolve_segment_source(str(tmp_path))  # the footers are fine
+    dataset = source.dataset(["email"])
+    with pytest.raises(pa.ArrowInvalid) as scan_error:  # a scan-time failure, not naming the file
+        dataset.to_table()
+    assert "b.parquet" not in str(scan_error.value)
+
+    error = find_unreadable_file(dataset, ["email"])
+    assert isinstance(error, SegmentSourceError)
+    assert str(error).startswith(f"Cannot read {bad} as Parquet: ")
+    assert "user" not in str(error)  # no values from the data
+    assert find_unreadable_file(source.dataset(["n"]), ["n"]) is None  # the "n" pages are intact
