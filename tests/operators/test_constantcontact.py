@@ -212,17 +212,51 @@ def test_multiple_files_are_read_together_first_occurrence_wins(
     assert summary["duplicates"] == 1
 
 
+def _list_requests(sandbox) -> list[str]:
+    """Paths of the contact-list requests the sandbox received."""
+    return [entry.path for entry in sandbox.request_log if entry.path.startswith("/v3/contact_lists")]
+
+
+@pytest.mark.parametrize(
+    ("unknown", "list_requests"),
+    [
+        # Up to two ids: one GET each.
+        (["00000000-0000-4000-8000-00000000dead"], 2),
+        # More: one pass over the account's lists (one page here).
+        (["00000000-0000-4000-8000-00000000dead", "00000000-0000-4000-8000-00000000beef"], 1),
+    ],
+)
 def test_unknown_list_ids_fail_before_sending(
-    make_export, constantcontact_sandbox, newsletter, tmp_path
+    make_export, constantcontact_sandbox, newsletter, tmp_path, unknown, list_requests
 ) -> None:
     source = write_parquet(tmp_path / "s.parquet", {"Email": ["a@example.com"]})
-    unknown = ["00000000-0000-4000-8000-00000000dead", "00000000-0000-4000-8000-00000000beef"]
     operator = make_export(
         source=str(source), list_ids=[newsletter, *unknown], field_mapping={"email": "Email"}
     )
-    with pytest.raises(ConstantContactNotFoundError, match=f"{unknown[0]}, {unknown[1]}"):
+    with pytest.raises(ConstantContactNotFoundError, match=f"list id\\(s\\): {', '.join(unknown)}; nothing"):
         run(operator)
     assert imports_in_log(constantcontact_sandbox) == []
+    assert len(_list_requests(constantcontact_sandbox)) == list_requests
+
+
+def test_many_list_ids_are_checked_in_one_pass_over_the_lists(
+    make_export, constantcontact_sandbox, tmp_path
+) -> None:
+    # 520 lists: the hook reads them 500 a page, so the pass needs two pages for the last ones.
+    created = [constantcontact_sandbox.create_list(f"List {i:03d}") for i in range(520)]
+    list_ids = created[::20][:25] + created[-25:]  # 50 ids, some on each page
+    emails = ["m1@example.com", "m2@example.com"]
+    source = write_parquet(tmp_path / "s.parquet", {"Email": emails})
+    summary, _ = run(make_export(source=str(source), field_mapping={"email": "Email"}, list_ids=list_ids))
+
+    assert _list_requests(constantcontact_sandbox) == ["/v3/contact_lists"] * 2  # not 50 GETs
+    assert summary["list_ids"] == list_ids
+    assert set(constantcontact_sandbox.list_members(list_ids[0])) == set(emails)
+    assert set(constantcontact_sandbox.list_members(list_ids[-1])) == set(emails)
+
+    constantcontact_sandbox.clear_request_log()
+    run(make_export(source=str(source), field_mapping={"email": "Email"}, list_ids=created[:3]))
+    assert _list_requests(constantcontact_sandbox) == ["/v3/contact_lists"]  # all found on page one
 
 
 def test_missing_custom_field_fails_before_sending(make_export, constantcontact_sandbox, tmp_path) -> None:
