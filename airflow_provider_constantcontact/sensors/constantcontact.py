@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
@@ -14,9 +15,8 @@ from airflow_provider_constantcontact.exceptions import ConstantContactImportErr
 from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
 from airflow_provider_constantcontact.triggers.constantcontact import ConstantContactImportTrigger
 from airflow_provider_constantcontact.utils.activities import (
-    check_activities,
+    ActivityPoller,
     describe_progress,
-    fetch_activities,
     normalize_activity_ids,
     summarize_activities,
 )
@@ -52,6 +52,7 @@ class ConstantContactImportSensor(BaseSensorOperator):
     template_fields: Sequence[str] = ("activity_ids", "max_error_ratio")
     ui_color = "#1856ed"
     ui_fgcolor = "#ffffff"
+    _poller: ActivityPoller  # set by execute, used by each poke of the try
 
     def __init__(
         self,
@@ -84,32 +85,31 @@ class ConstantContactImportSensor(BaseSensorOperator):
             raise ValueError(f"max_error_ratio must be between 0 and 1, not {ratio}")
         return ratio
 
-    def _check(self) -> dict:
-        """Poll once (one request), log progress, raise on failure; return the summary."""
-        ids = self._ids()
-        hook = ConstantContactHook(self.constantcontact_conn_id)
-        summary = summarize_activities(fetch_activities(hook, ids))
-        self.log.info(describe_progress(summary))
-        check_activities(summary, max_error_ratio=self._max_error_ratio())
-        return summary
+    @cached_property
+    def hook(self) -> ConstantContactHook:
+        """The hook every poll of this task goes through."""
+        return ConstantContactHook(self.constantcontact_conn_id)
 
     def poke(self, context: Context) -> PokeReturnValue:
-        if not self._ids():
-            self.log.info("No import activity to wait for")
-            return PokeReturnValue(is_done=True, xcom_value=summarize_activities({}))
-        summary = self._check()
-        return PokeReturnValue(is_done=summary["done"], xcom_value=summary if summary["done"] else None)
+        """One poll: done with the summary, not done while running or after a transient error."""
+        summary = self._poller.step(self.hook, self.log)
+        done = summary is not None and summary["done"]
+        return PokeReturnValue(is_done=done, xcom_value=summary if done else None)
 
     def execute(self, context: Context) -> Any:
-        if not self.deferrable:
-            return super().execute(context)
         ids = self._ids()
         if not ids:
             self.log.info("No import activity to wait for")
             return summarize_activities({})
+        # Kept across the pokes of one try (poke mode): finished activities are not asked for
+        # again. In reschedule mode every poke is a new try and starts afresh.
+        self._poller = ActivityPoller(ids, max_error_ratio=self._max_error_ratio())
+        if not self.deferrable:
+            return super().execute(context)
         # One poll first: an import that already finished needs no trip through the triggerer.
-        summary = self._check()
-        if summary["done"]:
+        # After a transient error it defers all the same; the trigger polls again.
+        summary = self._poller.step(self.hook, self.log)
+        if summary is not None and summary["done"]:
             return summary
         self.defer(
             trigger=ConstantContactImportTrigger(
@@ -117,7 +117,7 @@ class ConstantContactImportSensor(BaseSensorOperator):
                 constantcontact_conn_id=self.constantcontact_conn_id,
                 poll_interval=self.poke_interval,
                 end_time=time.time() + self.timeout,
-                max_error_ratio=self._max_error_ratio(),
+                max_error_ratio=self._poller.max_error_ratio,
                 max_poll_interval=self.max_poll_interval,
             ),
             method_name="execute_complete",

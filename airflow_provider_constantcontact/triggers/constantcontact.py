@@ -16,12 +16,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseHook
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_constantcontact.exceptions import ConstantContactImportError
 from airflow_provider_constantcontact.utils.activities import (
     ActivityPoller,
-    check_activities,
-    describe_progress,
-    is_transient_error,
     next_poll_interval,
     normalize_activity_ids,
 )
@@ -94,40 +90,31 @@ class ConstantContactImportTrigger(BaseTrigger):
         return await asyncio.to_thread(_build_hook, self.constantcontact_conn_id, connection)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        poller = ActivityPoller(self.activity_ids)
-        summary: dict | None = None
+        poller = ActivityPoller(self.activity_ids, max_error_ratio=self.max_error_ratio)
         try:
             hook = await self._make_hook()
         except Exception as error:
-            yield TriggerEvent(self._event("error", f"Cannot use connection: {error}", summary))
+            yield TriggerEvent(self._event("error", f"Cannot use connection: {error}", None))
             return
         interval = self.poll_interval
         while True:
             try:
-                summary = await asyncio.to_thread(poller.poll, hook)
-            except Exception as error:
-                if not is_transient_error(error):
-                    yield TriggerEvent(self._event("error", str(error), summary))
-                    return
-                self.log.warning("Polling Constant Contact activities failed, will retry: %s", error)
-            else:
-                self.log.info(describe_progress(summary))
-                try:
-                    check_activities(summary, max_error_ratio=self.max_error_ratio)
-                except ConstantContactImportError as error:
-                    yield TriggerEvent(self._event("error", str(error), summary))
-                    return
-                if summary["done"]:
-                    yield TriggerEvent({"status": "success", "summary": summary})
-                    return
+                summary = await asyncio.to_thread(poller.step, hook, self.log)
+            except Exception as error:  # a failed activity, or auth, quota, not found
+                yield TriggerEvent(self._event("error", str(error), poller.summary))
+                return
+            if summary is not None and summary["done"]:
+                yield TriggerEvent({"status": "success", "summary": summary})
+                return
             remaining = self.end_time - time.time()
             if remaining <= 0:
+                last = poller.summary
                 message = (
                     "Timed out waiting for Constant Contact import activities "
                     f"{', '.join(poller.pending)}"
-                    + (f" (last seen {summary['percent_done']:.1f}% done)" if summary else "")
+                    + (f" (last seen {last['percent_done']:.1f}% done)" if last else "")
                 )
-                yield TriggerEvent(self._event("timeout", message, summary))
+                yield TriggerEvent(self._event("timeout", message, last))
                 return
             await asyncio.sleep(min(interval, remaining))
             interval = next_poll_interval(interval, self.poll_interval, self.max_poll_interval)

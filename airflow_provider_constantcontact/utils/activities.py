@@ -232,19 +232,33 @@ def next_poll_interval(current: float, poll_interval: float, max_poll_interval: 
     return min(max(current, poll_interval) * BACKOFF_FACTOR, cap)
 
 
+def _error_label(error: BaseException) -> str:
+    """The error's kind and HTTP status, for a log line: no server text, which might echo data."""
+    status = getattr(error, "status", None)
+    return f"{type(error).__name__}" + (f" (HTTP {status})" if status else "")
+
+
 class ActivityPoller:
     """Polls a fixed set of activities, remembering finished ones so they are not asked for again.
 
     The only state that matters is the ids: a new poller for the same ids (after a triggerer or
-    worker restart) re-polls all of them once and carries on.
+    worker restart) re-polls all of them once and carries on. ``step`` is the one poll of every
+    wait loop (the blocking wait, the sensor's pokes and the trigger).
+
+    :param activity_ids: the activities to poll.
+    :param max_error_ratio: what ``step`` checks, see :func:`check_activities`.
     """
 
-    def __init__(self, activity_ids: Sequence[str]) -> None:
+    def __init__(self, activity_ids: Sequence[str], *, max_error_ratio: float | None = None) -> None:
         self.activity_ids = list(dict.fromkeys(activity_ids))
+        self.max_error_ratio = max_error_ratio
+        #: The summary of the last successful poll (None before the first).
+        self.summary: dict | None = None
         self._records: dict[str, dict] = {}
 
     @property
     def pending(self) -> list[str]:
+        """Ids not yet seen in a terminal state."""
         return [
             activity_id
             for activity_id in self.activity_ids
@@ -256,7 +270,28 @@ class ActivityPoller:
         pending = self.pending
         if pending:
             self._records.update(fetch_activities(hook, pending))
-        return summarize_activities({aid: self._records[aid] for aid in self.activity_ids})
+        self.summary = summarize_activities({aid: self._records[aid] for aid in self.activity_ids})
+        return self.summary
+
+    def step(self, hook: ConstantContactHook, logger: Any) -> dict | None:
+        """Poll once, log the progress and check it; None after a transient error (poll again later).
+
+        ``logger`` is the caller's (a task's or trigger's ``self.log``, or a ``logging.Logger``).
+
+        A transient error (5xx, throttling, network, once the hook's own retries are spent) is
+        logged as a warning and swallowed; any other error (auth, quota, not found) is raised, and
+        so is ConstantContactImportError for a failed activity or too many rejected items.
+        """
+        try:
+            summary = self.poll(hook)
+        except Exception as error:
+            if not is_transient_error(error):
+                raise
+            logger.warning("Polling Constant Contact activities failed, will retry: %s", _error_label(error))
+            return None
+        logger.info(describe_progress(summary))
+        check_activities(summary, max_error_ratio=self.max_error_ratio)
+        return summary
 
 
 def wait_for_activities(
@@ -275,21 +310,13 @@ def wait_for_activities(
     network) are logged and polling goes on; a failed activity, too many rejected items
     (``max_error_ratio``) or reaching ``timeout`` seconds raise ConstantContactImportError.
     """
-    poller = ActivityPoller(normalize_activity_ids(activity_ids))
+    poller = ActivityPoller(normalize_activity_ids(activity_ids), max_error_ratio=max_error_ratio)
     deadline = time.monotonic() + timeout
     interval = poll_interval
     while True:
-        try:
-            summary = poller.poll(hook)
-        except Exception as error:
-            if not is_transient_error(error):
-                raise
-            log.warning("Polling Constant Contact activities failed, will retry: %s", error)
-        else:
-            log.info(describe_progress(summary))
-            check_activities(summary, max_error_ratio=max_error_ratio)
-            if summary["done"]:
-                return summary
+        summary = poller.step(hook, log)
+        if summary is not None and summary["done"]:
+            return summary
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise ConstantContactImportError(

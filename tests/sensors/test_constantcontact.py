@@ -9,7 +9,12 @@ from types import SimpleNamespace
 import pytest
 from airflow.sdk.exceptions import AirflowRescheduleException, AirflowSensorTimeout, TaskDeferred
 
-from airflow_provider_constantcontact.exceptions import ConstantContactImportError
+from airflow_provider_constantcontact.exceptions import (
+    ConstantContactAuthError,
+    ConstantContactImportError,
+    ConstantContactNotFoundError,
+    ConstantContactQuotaExceededError,
+)
 from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
 from airflow_provider_constantcontact.sensors.constantcontact import ConstantContactImportSensor
 from airflow_provider_constantcontact.triggers.constantcontact import ConstantContactImportTrigger
@@ -45,6 +50,26 @@ def sensor(activity_ids, **kwargs) -> ConstantContactImportSensor:
     kwargs.setdefault("poke_interval", 0.1)
     kwargs.setdefault("timeout", 30)
     return ConstantContactImportSensor(task_id="wait_for_import", activity_ids=activity_ids, **kwargs)
+
+
+def quick_hook() -> ConstantContactHook:
+    """The connection's hook with its own retries cut short: two attempts, 10 ms apart."""
+    return ConstantContactHook(
+        CONN_ID, max_attempts=2, backoff_initial=0.01, backoff_max=0.01, backoff_jitter=0
+    )
+
+
+def listing_statuses(sandbox, since: int) -> list[int]:
+    """Statuses of the activities listing requests since ``since`` (0: dropped connection)."""
+    return [e.status for e in sandbox.request_log[since:] if e.path.rstrip("/") == "/v3/activities"]
+
+
+def inject(sandbox, fault: str) -> None:
+    """Make the next two listing requests (all of the quick hook's attempts) fail with ``fault``."""
+    if fault == "dropped":
+        sandbox.drop_next(2, path_prefix="/v3/activities")
+    else:
+        sandbox.fail_next(2, status=int(fault), path_prefix="/v3/activities")
 
 
 def reschedule_context() -> dict:
@@ -120,6 +145,68 @@ def test_no_activity_succeeds_at_once_without_a_request(sandbox):
     assert sandbox.request_log[since:] == []
 
 
+TRANSIENT_FAULTS = ["503", "429", "dropped"]  # server trouble, throttling, network
+
+
+@pytest.mark.parametrize("fault", TRANSIENT_FAULTS)
+def test_poke_mode_rides_out_a_transient_error(sandbox, fault, caplog, capsys):
+    ids = start_imports(sandbox)
+    wait_done(sandbox, ids)
+    task = sensor(ids, mode="poke", deferrable=False)
+    task.hook = quick_hook()
+    inject(sandbox, fault)
+    since = len(sandbox.request_log)
+
+    summary = task.execute({})
+
+    assert summary["done"] is True
+    expected = 0 if fault == "dropped" else int(fault)
+    assert listing_statuses(sandbox, since) == [expected, expected, 200]
+    # The error's kind and status only: no server text, which might echo personal data.
+    label = {
+        "503": "ConstantContactServerError (HTTP 503)",
+        "429": "ConstantContactRateLimitError (HTTP 429)",
+        "dropped": "ConstantContactServerError",
+    }[fault]
+    logged = capsys.readouterr().out + caplog.text
+    assert f"Polling Constant Contact activities failed, will retry: {label}" in logged
+
+
+@pytest.mark.parametrize("fault", TRANSIENT_FAULTS)
+def test_reschedule_mode_poke_is_not_done_after_a_transient_error(sandbox, fault):
+    ids = start_imports(sandbox)
+    wait_done(sandbox, ids)
+    inject(sandbox, fault)
+    first = sensor(ids, mode="reschedule", deferrable=False)
+    first.hook = quick_hook()
+
+    with pytest.raises(AirflowRescheduleException):  # not done: try again later, not a failure
+        first.execute(reschedule_context())
+
+    later = sensor(ids, mode="reschedule", deferrable=False)
+    later.hook = quick_hook()
+    assert later.execute(reschedule_context())["done"] is True
+
+
+@pytest.mark.parametrize(
+    ("make_fault", "error"),
+    [
+        (lambda sandbox: sandbox.exhaust_daily_quota(), ConstantContactQuotaExceededError),
+        (lambda sandbox: sandbox.fail_next(1, status=403), ConstantContactAuthError),
+        (lambda sandbox: sandbox.fail_next(1, status=404), ConstantContactNotFoundError),
+    ],
+    ids=["quota_exceeded", "forbidden", "not_found"],
+)
+@pytest.mark.parametrize("mode", ["poke", "reschedule", "deferrable"])
+def test_non_transient_errors_fail_the_task(sandbox, make_fault, error, mode):
+    ids = start_imports(sandbox)
+    task = sensor(ids, mode="poke" if mode == "deferrable" else mode, deferrable=mode == "deferrable")
+    task.hook = quick_hook()
+    make_fault(sandbox)
+    with pytest.raises(error):
+        task.execute(reschedule_context())
+
+
 # ----------------------------------------------------------------------------- reschedule mode
 def test_reschedule_mode_frees_the_slot_until_done(sandbox):
     sandbox.processing_rate = 0.5
@@ -173,6 +260,20 @@ def test_deferrable_mode_does_not_defer_for_a_finished_import(sandbox):
     wait_done(sandbox, ids)
     summary = sensor(ids, deferrable=True).execute({})
     assert summary["done"] is True
+
+
+@pytest.mark.parametrize("fault", TRANSIENT_FAULTS)
+def test_deferrable_mode_defers_after_a_transient_error_on_its_first_check(sandbox, fault):
+    ids = start_imports(sandbox)
+    wait_done(sandbox, ids)  # finished: only the failed first check makes it defer
+    task = sensor(ids, deferrable=True)
+    task.hook = quick_hook()
+    inject(sandbox, fault)
+
+    with pytest.raises(TaskDeferred) as deferred:
+        task.execute({})
+
+    assert deferred.value.trigger.serialize()[1]["activity_ids"] == ids
 
 
 def test_deferrable_mode_fails_at_once_for_a_failed_import(sandbox):
