@@ -262,7 +262,6 @@ class HttpClient:
         log_path: str,
         pacer: RequestPacer,
         rate: float,
-        max_attempts: int | None = None,
         **kwargs: Any,
     ) -> requests.Response:
         """Send one request, retrying transient failures; return any other response as is.
@@ -272,7 +271,7 @@ class HttpClient:
         :class:`ConstantContactQuotaExceededError` at once. Retried POSTs are safe for this API:
         JSON imports are upserts keyed by email and membership removals are idempotent.
         """
-        attempts = max_attempts or self.policy.max_attempts
+        attempts = self.policy.max_attempts
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
