@@ -297,6 +297,8 @@ class TokenManager:
         self._key = (token_url, client_id, self.origin)
         #: The token endpoint's ``scope`` from this manager's last refresh (for test_connection).
         self.last_scope: str | None = None
+        #: Exception type of the last failed store read (None once a read succeeds).
+        self._store_read_error: str | None = None
         mask(client_secret, refresh_token)
 
     # -- public
@@ -346,8 +348,10 @@ class TokenManager:
         except Exception as exc:
             # Reading must not break long-lived tokens where no store is reachable (a plain
             # script with no metadata DB): fall back to the connection's refresh token.
-            log.warning("Could not read the Constant Contact token store: %s", type(exc).__name__)
+            self._store_read_error = type(exc).__name__
+            log.warning("Could not read the Constant Contact token store: %s", self._store_read_error)
             return None
+        self._store_read_error = None
         if record:
             mask(record.refresh_token, record.access_token)
         return record
@@ -380,13 +384,27 @@ class TokenManager:
         return None
 
     def _reauthorization_error(self, refused: _InvalidGrant) -> ConstantContactReauthorizationRequired:
-        key = variable_key(self.conn_id)
-        return ConstantContactReauthorizationRequired(
+        """The failure after ``invalid_grant`` with nothing newer in the store: what to do now.
+
+        Nothing needs deleting: a new refresh token in the connection starts a new lineage, so
+        the stored record of the old one is ignored and then overwritten.
+        """
+        message = (
             f"The refresh token of Constant Contact connection '{self.conn_id}' was refused "
             "(invalid_grant: revoked, expired after 180 days unused, or a rotating token already used). "
-            "A Constant Contact account admin must re-authorise: run `constantcontact-auth`, put the "
-            f"printed refresh token into the connection's refresh_token field, and delete the Variable "
-            f"'{key}' (or update it) so no stale rotated token is used.",
+            "A Constant Contact account admin must re-authorise: run `constantcontact-auth` and put the "
+            "refresh token it prints into the connection's refresh_token field. Nothing needs deleting: "
+            f"the old token's record in the Variable '{variable_key(self.conn_id)}' is then ignored "
+            "and replaced."
+        )
+        if self._store_read_error:
+            message += (
+                f" Note: that Variable could not be read ({self._store_read_error}), so a refresh token "
+                "another task rotated and stored there may have been missed: once Variables can be read "
+                "again, retrying may succeed without re-authorising."
+            )
+        return ConstantContactReauthorizationRequired(
+            message,
             status=refused.status,
             method="POST",
             path=self._token_path(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+import uuid
 from typing import Any
 
 from airflow.sdk import Connection
@@ -42,7 +43,9 @@ def token_body(
     }
 
 
-def make_connection(conn_id: str = "cc_test", **extra: Any) -> Connection:
+def make_connection(
+    conn_id: str = "cc_test", *, client_secret: str = CLIENT_SECRET, **extra: Any
+) -> Connection:
     extras = {
         "refresh_token": REFRESH_TOKEN,
         "api_base_url": API,
@@ -54,18 +57,22 @@ def make_connection(conn_id: str = "cc_test", **extra: Any) -> Connection:
         conn_id=conn_id,
         conn_type="constantcontact",
         login=CLIENT_ID,
-        password=CLIENT_SECRET,
+        password=client_secret,
         extra=json.dumps(extras),
     )
 
 
 def fast_hook(
-    store: TokenStore | None = None, conn_id: str = "cc_test", max_attempts: int = 3, **extra: Any
+    store: TokenStore | None = None,
+    conn_id: str = "cc_test",
+    max_attempts: int = 3,
+    client_secret: str = CLIENT_SECRET,
+    **extra: Any,
 ) -> ConstantContactHook:
     """A hook whose retries back off for milliseconds, not seconds."""
     return ConstantContactHook(
         conn_id,
-        connection=make_connection(conn_id, **extra),
+        connection=make_connection(conn_id, client_secret=client_secret, **extra),
         token_store=store,
         max_attempts=max_attempts,
         backoff_initial=0.001,
@@ -76,3 +83,12 @@ def fast_hook(
 
 def future(seconds: float = 86400) -> float:
     return time.time() + seconds
+
+
+def unique_secret() -> str:
+    """A secret no earlier test has registered with the process-global secrets masker.
+
+    Random hex only: the masker also hides registered secrets inside longer strings, so a
+    readable prefix such as ``refresh-token-`` could already be masked by another test's token.
+    """
+    return uuid.uuid4().hex

@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 from datetime import datetime, timezone
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import pytest
 import requests
@@ -42,6 +42,7 @@ from tests.hooks.helpers import (
     make_connection,
     make_jwt,
     token_body,
+    unique_secret,
 )
 
 LISTS = f"{API}/contact_lists"
@@ -323,10 +324,31 @@ def test_invalid_grant_after_revocation_fails_with_reauthorisation_instructions(
         fast_hook(MemoryTokenStore()).request("GET", "/contact_lists")
 
     message = str(err.value)
-    assert "constantcontact-auth" in message
+    assert "run `constantcontact-auth`" in message
+    assert "into the connection's refresh_token field" in message
     assert "constantcontact_cc_test_oauth_tokens" in message
+    assert "Nothing needs deleting" in message  # a new connection token replaces the old record
+    assert "could not be read" not in message
     assert err.value.error_key == "invalid_grant"
     assert REFRESH_TOKEN not in message
+
+
+def test_invalid_grant_when_the_store_cannot_be_read_says_so(mocked):
+    """An unreadable store may hide another task's rotation: the message must not blame the token only."""
+
+    class UnreadableStore(MemoryTokenStore):
+        def load(self, client_id, origin):
+            raise ConnectionError("metadata DB unreachable")
+
+    mocked.post(TOKEN_URL, status=400, json={"error": "invalid_grant", "error_description": "used"})
+
+    with pytest.raises(ConstantContactReauthorizationRequired) as err:
+        fast_hook(UnreadableStore()).tokens.access_token()
+
+    message = str(err.value)
+    assert "run `constantcontact-auth`" in message
+    assert "could not be read (ConnectionError)" in message
+    assert "retrying may succeed without re-authorising" in message
 
 
 def test_a_rotation_that_cannot_be_saved_fails_instead_of_losing_the_token(mocked):
@@ -693,10 +715,14 @@ def test_invalid_requests_per_second_is_rejected():
 
 # ------------------------------------------------------------------------------------- secrets
 def test_no_secret_or_email_in_logs_or_output(mocked, caplog, capsys):
+    # Secrets unique to this test: the masker is process-global, so shared constants registered
+    # by earlier tests would be hidden even if this hook never registered them.
+    client_secret, refresh_token = unique_secret(), unique_secret()
+    rotated_1, rotated_2 = unique_secret(), unique_secret()
+    first, second = make_jwt(future(), unique_secret()), make_jwt(future(), unique_secret())
     caplog.set_level(logging.DEBUG)
-    first, second = make_jwt(future(), "first-secret"), make_jwt(future(), "second-secret")
-    mocked.post(TOKEN_URL, json=token_body(first, refresh_token="rotated-refresh-SECRET-1"))
-    mocked.post(TOKEN_URL, json=token_body(second, refresh_token="rotated-refresh-SECRET-2"))
+    mocked.post(TOKEN_URL, json=token_body(first, refresh_token=rotated_1))
+    mocked.post(TOKEN_URL, json=token_body(second, refresh_token=rotated_2))
     mocked.get(LISTS, status=401, json={"error_key": "unauthorized", "error_message": "Unauthorized"})
     mocked.get(LISTS, status=503, json=[{"error_key": "x", "error_message": "down"}])
     mocked.get(LISTS, json={"lists": []})
@@ -706,7 +732,7 @@ def test_no_secret_or_email_in_logs_or_output(mocked, caplog, capsys):
         status=400,
         json=[{"error_key": "bad", "error_message": "bad email x.person@example.org"}],
     )
-    hook = fast_hook(MemoryTokenStore())
+    hook = fast_hook(MemoryTokenStore(), client_secret=client_secret, refresh_token=refresh_token)
 
     hook.request("GET", "/contact_lists")
     list(hook.iter_contacts(email="x.person@example.org"))
@@ -716,27 +742,25 @@ def test_no_secret_or_email_in_logs_or_output(mocked, caplog, capsys):
     out = capsys.readouterr()
     text = caplog.text + out.out + out.err + str(err.value)
     assert "refreshing the access token" in caplog.text  # the log did capture the hook's lines
-    for secret in (
-        first,
-        second,
-        "rotated-refresh-SECRET-1",
-        "rotated-refresh-SECRET-2",
-        REFRESH_TOKEN,
-        CLIENT_SECRET,
-        "x.person@example.org",
-    ):
+    assert len(token_calls(mocked)) == 2  # both rotated tokens really went through the hook
+    for secret in (first, second, rotated_1, rotated_2, refresh_token, client_secret, "x.person@example.org"):
         assert secret not in text
 
 
 def test_tokens_are_registered_with_the_secrets_masker(mocked):
     from airflow.sdk._shared.secrets_masker import redact
 
-    access = make_jwt(future(), "masked-access")
-    mocked.post(TOKEN_URL, json=token_body(access, refresh_token="masked-refresh-token-9"))
+    client_secret, refresh_token = unique_secret(), unique_secret()
+    rotated = unique_secret()
+    access = make_jwt(future(), unique_secret())
+    for secret in (access, rotated, refresh_token, client_secret):
+        assert secret in redact(f"value: {secret}")  # not masked before the hook sees it
+    mocked.post(TOKEN_URL, json=token_body(access, refresh_token=rotated))
 
-    fast_hook(MemoryTokenStore()).tokens.access_token()
+    hook = fast_hook(MemoryTokenStore(), client_secret=client_secret, refresh_token=refresh_token)
+    hook.tokens.access_token()
 
-    for secret in (access, "masked-refresh-token-9", REFRESH_TOKEN, CLIENT_SECRET):
+    for secret in (access, rotated, refresh_token, client_secret):
         assert secret not in redact(f"value: {secret}")
 
 
@@ -759,7 +783,6 @@ def test_parse_error_body_handles_empty_and_odd_bodies():
     assert _http.parse_error_body(response) == (None, None)
     response._content = b'{"unexpected": true}'
     assert _http.parse_error_body(response) == (None, '{"unexpected": true}')
-    assert urlsplit(API).path == "/v3"
 
 
 def test_concurrent_threads_refresh_a_rotating_token_only_once(mocked):
