@@ -16,8 +16,10 @@ import textwrap
 import threading
 
 import pytest
+import requests
 from airflow.sdk import Connection
 
+from airflow_provider_constantcontact.exceptions import ConstantContactReauthorizationRequired
 from airflow_provider_constantcontact.hooks import _tokens
 from airflow_provider_constantcontact.hooks._tokens import (
     TokenRecord,
@@ -27,6 +29,7 @@ from airflow_provider_constantcontact.hooks._tokens import (
     variable_key,
 )
 from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
+from airflow_provider_constantcontact.sandbox.oauth import DEVICE_GRANT
 from tests.conftest import airflow_env
 
 
@@ -174,6 +177,101 @@ def test_test_button_reports_a_revoked_token(variables, constantcontact_sandbox_
     assert not ok
     assert "constantcontact-auth" in message
     assert original not in message
+
+
+def token_answers(hook: ConstantContactHook, token_url: str) -> list[tuple[int, str | None]]:
+    """Record ``(status, OAuth error)`` of every token endpoint answer this hook's session gets."""
+    answers: list[tuple[int, str | None]] = []
+
+    def record(response: requests.Response, *args: object, **kwargs: object) -> None:
+        if response.url == token_url:
+            answers.append((response.status_code, None if response.ok else response.json().get("error")))
+
+    hook.get_conn().hooks["response"].append(record)
+    return answers
+
+
+def test_invalid_grant_after_another_worker_rotated_is_recovered_from_the_variable(
+    variables, constantcontact_sandbox_factory, monkeypatch
+):
+    """Workers A and B start from the connection's token; A rotates first, B's refresh is refused."""
+    sandbox = rotating_sandbox(constantcontact_sandbox_factory)
+    original = sandbox.refresh_token
+    worker_b = hook_for(sandbox, "cc_race", original)
+    tokens_b = worker_b.tokens
+    # B reads the store before A has rotated (nothing there yet) and refreshes only afterwards.
+    seen_by_b = tokens_b.store.load(tokens_b.client_id, tokens_b.origin)
+    assert seen_by_b is None
+    real_load, reads = tokens_b.store.load, []
+
+    def load_as_b_saw_it_first(client_id: str, origin: str) -> TokenRecord | None:
+        reads.append(client_id)
+        return seen_by_b if len(reads) == 1 else real_load(client_id, origin)
+
+    monkeypatch.setattr(tokens_b.store, "load", load_as_b_saw_it_first)
+
+    list(hook_for(sandbox, "cc_race", original).iter_contact_lists())  # worker A rotates and stores
+    rotated = stored(variables, "cc_race")
+    assert rotated["refresh_token"] == sandbox.refresh_token != original
+    _tokens.clear_process_cache()  # B is another process: only the Variable is shared
+    answers_b = token_answers(worker_b, sandbox.token_url)
+
+    assert worker_b.find_contact_list("Newsletter")
+
+    assert answers_b == [(400, "invalid_grant")]  # B's refresh with the dead token was refused
+    assert len(reads) >= 2  # ... after which B re-read the store
+    assert [e.status for e in token_requests(sandbox)] == [200, 400]  # no refresh beyond A's
+    assert tokens_b.cached_record().access_token == rotated["access_token"]
+    assert stored(variables, "cc_race") == rotated
+    assert sandbox.refresh_token == rotated["refresh_token"]  # no further rotation
+
+
+def _new_consent(sandbox) -> str:
+    """A fresh refresh token from a new consent (device flow), as `constantcontact-auth` gets one."""
+    client = (sandbox.client_id, sandbox.client_secret)
+    device = requests.post(
+        sandbox.device_authorize_url, auth=client, data={"scope": "contact_data offline_access"}, timeout=10
+    ).json()
+    sandbox.approve_device(device["user_code"])
+    answer = requests.post(
+        sandbox.token_url,
+        auth=client,
+        data={"grant_type": DEVICE_GRANT, "device_code": device["device_code"]},
+        timeout=10,
+    )
+    answer.raise_for_status()
+    return answer.json()["refresh_token"]
+
+
+def test_a_revoked_stored_token_fails_with_steps_that_work(variables, constantcontact_sandbox_factory):
+    """Nothing newer than the revoked token in the store: fail, and the message's steps suffice."""
+    sandbox = rotating_sandbox(constantcontact_sandbox_factory)
+    original = sandbox.refresh_token
+    list(hook_for(sandbox, "cc_revoked", original).iter_contact_lists())  # rotated once, stored
+    rotated = stored(variables, "cc_revoked")
+    sandbox.revoke_refresh_token(rotated["refresh_token"])
+    sandbox.expire_access_tokens()
+    _tokens.clear_process_cache()
+
+    with pytest.raises(ConstantContactReauthorizationRequired) as err:
+        hook_for(sandbox, "cc_revoked", original).find_contact_list("Newsletter")
+
+    message = str(err.value)
+    assert "run `constantcontact-auth`" in message
+    assert "into the connection's refresh_token field" in message
+    assert "Nothing needs deleting" in message
+    assert "could not be read" not in message
+    for secret in (original, rotated["refresh_token"], rotated["access_token"], sandbox.client_secret):
+        assert secret not in message
+    assert [e.status for e in token_requests(sandbox)] == [200, 400]
+    assert stored(variables, "cc_revoked") == rotated
+
+    # Following the message exactly: a new refresh token in the connection, the Variable untouched.
+    new_refresh_token = _new_consent(sandbox)
+    assert hook_for(sandbox, "cc_revoked", new_refresh_token).find_contact_list("Newsletter")
+    replaced = stored(variables, "cc_revoked")
+    assert replaced["origin"] == lineage_origin(sandbox.client_id, new_refresh_token) != rotated["origin"]
+    assert replaced["refresh_token"] not in (rotated["refresh_token"], new_refresh_token)
 
 
 DAG_FILE = textwrap.dedent(
