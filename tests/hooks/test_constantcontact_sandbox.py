@@ -18,7 +18,11 @@ from airflow_provider_constantcontact.exceptions import (
 )
 from airflow_provider_constantcontact.hooks import _tokens
 from airflow_provider_constantcontact.hooks._tokens import MemoryTokenStore
-from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
+from airflow_provider_constantcontact.hooks.constantcontact import (
+    DEFAULT_MAX_REQUESTS_PER_SECOND,
+    ConstantContactHook,
+)
+from tests.hooks.helpers import unique_secret
 
 
 @pytest.fixture(autouse=True)
@@ -122,6 +126,17 @@ def test_rotating_refresh_token_is_stored_and_used_by_the_next_process(constantc
     assert store.record.refresh_token == sandbox.refresh_token
 
 
+def test_close_releases_the_pooled_http_connections(constantcontact_sandbox):
+    hook = sandbox_hook(constantcontact_sandbox)
+    hook.find_contact_list("Newsletter")
+    pools = hook.get_conn().get_adapter(constantcontact_sandbox.api_base_url).poolmanager.pools
+    assert len(pools) == 1  # one keep-alive pool to the sandbox host
+
+    hook.close()
+
+    assert len(pools) == 0
+
+
 def test_expired_access_token_401_is_refreshed_and_retried(constantcontact_sandbox):
     hook = sandbox_hook(constantcontact_sandbox)
     list(hook.iter_contact_lists())
@@ -183,6 +198,27 @@ def test_pacing_keeps_under_the_sandbox_rate_limit(constantcontact_sandbox_facto
     assert 429 not in [e.status for e in api_requests(sandbox)]
 
 
+def test_a_connection_without_a_rate_setting_is_paced_at_four_requests_a_second(constantcontact_sandbox):
+    sandbox = constantcontact_sandbox  # its rate limit is off: only the hook's pacing spaces calls
+    data = sandbox.connection_dict()
+    del data["extra"]["max_requests_per_second"]
+    data["extra"] = json.dumps(data["extra"])
+    hook = ConstantContactHook("cc_default_pace", connection=Connection(conn_id="cc_default_pace", **data))
+    hook.tokens.access_token()  # the token endpoint has a pacer of its own
+
+    assert hook.max_requests_per_second == DEFAULT_MAX_REQUESTS_PER_SECOND == 4
+    started = time.monotonic()
+    for _ in range(9):
+        hook.find_contact_list("Newsletter")
+    elapsed = time.monotonic() - started
+
+    # Nine calls at four a second: the ninth may start 8 x 0.25 s after the first, not before.
+    assert elapsed >= 1.95
+    calls = api_requests(sandbox)
+    assert len(calls) == 9
+    assert calls[-1].time - calls[0].time >= 1.9
+
+
 def test_token_endpoint_throttling_is_waited_out(constantcontact_sandbox_factory):
     """With pacing off the second refresh within a second is throttled (429) and retried."""
     sandbox = constantcontact_sandbox_factory(rate_limit=0, token_rate_limit=1)
@@ -211,8 +247,14 @@ def test_token_endpoint_is_paced_when_pacing_is_on(constantcontact_sandbox_facto
 
 def test_no_secret_or_email_in_logs(constantcontact_sandbox_factory, caplog, capsys):
     caplog.set_level(logging.DEBUG)
+    # Secrets unique to this test: the process-global masker already knows the sandbox defaults.
     sandbox = constantcontact_sandbox_factory(
-        rotating_refresh_tokens=True, rate_limit=0, token_rate_limit=0, lists=["L"]
+        client_secret=unique_secret(),
+        refresh_token=unique_secret(),
+        rotating_refresh_tokens=True,
+        rate_limit=0,
+        token_rate_limit=0,
+        lists=["L"],
     )
     original = sandbox.refresh_token
     store = MemoryTokenStore()
@@ -239,7 +281,8 @@ def test_no_secret_or_email_in_logs(constantcontact_sandbox_factory, caplog, cap
         ("ok", "token valid, contact lists readable"),
         ("bad_client", "invalid_client"),
         ("revoked", "revoked, expired or already used"),
-        ("no_contact_data", "contact_data"),
+        ("no_contact_data", "lacks the scope(s) contact_data (granted"),
+        ("no_offline_access", "lacks the scope(s) offline_access (granted"),
         ("wrong_api_base_url", "does not look like the Constant Contact V3 API"),
         ("unreachable_api", "Cannot reach the API"),
         ("unreachable_token_url", "Cannot reach the token URL"),
@@ -251,10 +294,10 @@ def test_test_connection_explains_what_is_wrong(constantcontact_sandbox_factory,
     options = {"rate_limit": 0, "token_rate_limit": 0}
     if case == "no_contact_data":
         options["scopes"] = ["account_read", "offline_access"]
+    if case == "no_offline_access":
+        options["scopes"] = ["account_read", "contact_data"]
     sandbox = constantcontact_sandbox_factory(**options)
     extra: dict = {}
-    if case == "bad_client":
-        sandbox.client_secret  # noqa: B018 - the real secret stays; the connection gets a wrong one
     if case == "revoked":
         sandbox.revoke_refresh_token()
     if case == "wrong_api_base_url":
