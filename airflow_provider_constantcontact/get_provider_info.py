@@ -10,12 +10,10 @@ DEFAULT_TOKEN_URL = "https://authz.constantcontact.com/oauth2/default/v1/token"
 INTEGRATION = "Constant Contact"
 PACKAGE = "airflow_provider_constantcontact"
 
-#: Help in the empty Client ID and Client secret inputs: the form has no descriptions for them.
-CLIENT_ID_PLACEHOLDER = "The application's API key (developer portal: My Applications → the application)"
-CLIENT_SECRET_PLACEHOLDER = (
-    "Developer portal: My Applications → the application → Generate Secret; "
-    "empty for a public PKCE or device-flow application"
-)
+#: Help in the empty Client ID and Client secret inputs (the form has no descriptions for them),
+#: short enough to fit the inputs; a public client is a PKCE-flow or device-flow application.
+CLIENT_ID_PLACEHOLDER = "The application's API key (developer portal → My Applications)"
+CLIENT_SECRET_PLACEHOLDER = "My Applications → app → Generate Secret; empty for public apps"
 
 
 def get_provider_info() -> dict[str, Any]:

@@ -43,8 +43,8 @@ def test_client_id_and_secret_placeholders_say_where_the_values_come_from(hook_m
     assert fields.login.placeholder == CLIENT_ID_PLACEHOLDER
     assert "API key" in fields.login.placeholder
     assert fields.password.placeholder == CLIENT_SECRET_PLACEHOLDER
-    assert "My Applications → the application → Generate Secret" in fields.password.placeholder
-    assert "empty for a public PKCE or device-flow application" in fields.password.placeholder
+    assert "My Applications → app → Generate Secret" in fields.password.placeholder
+    assert "empty for public apps" in fields.password.placeholder
 
 
 def test_extra_fields_have_labels_defaults_and_a_masked_refresh_token(hook_meta):
