@@ -16,9 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Locator, Page, Route, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, Response, Route, expect, sync_playwright
 
-from airflow_provider_constantcontact.get_provider_info import DEFAULT_API_BASE_URL
+from airflow_provider_constantcontact.get_provider_info import (
+    CLIENT_ID_PLACEHOLDER,
+    CLIENT_SECRET_PLACEHOLDER,
+    DEFAULT_API_BASE_URL,
+)
 from airflow_provider_constantcontact.sandbox import ConstantContactSandbox
 from tests.airflow_standalone import AirflowStandalone
 from tests.conftest import REPO_ROOT
@@ -38,6 +42,7 @@ CHROMIUM_ARGS = [
 ]
 DOCS_IMAGES = REPO_ROOT / "docs" / "images"
 UI_TIMEOUT_MS = 30_000
+TEST_API = "**/api/v2/connections/test"
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +74,6 @@ def page(browser: Browser, airflow: AirflowStandalone) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1280, "height": 1000}, base_url=airflow.base_url)
     context.set_default_timeout(UI_TIMEOUT_MS)
     page = context.new_page()
-    if _test_rejects_port_zero():
-        page.route("**/api/v2/connections/test", _drop_zero_port)
     yield page
     context.close()
 
@@ -87,6 +90,12 @@ def _test_rejects_port_zero() -> bool:
     except ImportError:
         return False
     return not _same_endpoint(0, None)
+
+
+def work_around_port_zero(page: Page) -> None:
+    """On an Airflow with the port-0 bug, send this page's Test requests as a fixed Airflow would."""
+    if _test_rejects_port_zero():
+        page.route(TEST_API, _drop_zero_port)
 
 
 def _drop_zero_port(route: Route) -> None:
@@ -149,12 +158,25 @@ def fill_form(
     field(page, "Requests per second").locator("input").fill("0")
 
 
-def save_and_test(page: Page, conn_id: str) -> None:
+def save(page: Page, conn_id: str) -> Locator:
+    """Save the open form; the new connection's row in the list."""
     page.get_by_role("dialog").get_by_role("button", name="Save").click()
     expect(page.get_by_role("dialog")).to_be_hidden()
     row = page.get_by_role("row").filter(has_text=conn_id)
     expect(row).to_be_visible()
-    row.get_by_role("button", name="Test Connection").click()
+    return row
+
+
+def press_test(row: Locator) -> Response:
+    """Press the row's Test button; the API server's answer to the request the UI sent."""
+    with row.page.expect_response(TEST_API) as answer:
+        row.get_by_role("button", name="Test Connection").click()
+    return answer.value
+
+
+def toast_with(page: Page, text: str) -> Locator:
+    """The Test Connection toast that contains ``text``."""
+    return page.get_by_role("status").filter(has_text="Test Connection").filter(has_text=text)
 
 
 def test_add_constant_contact_connection_and_test_it(
@@ -167,12 +189,14 @@ def test_add_constant_contact_connection_and_test_it(
 
     # Standard fields: relabelled, with placeholders; host, schema and port hidden.
     client_id = page.get_by_label("Client ID (API key)")
-    expect(client_id).to_have_attribute("placeholder", re.compile("developer portal"))
+    expect(client_id).to_have_attribute("placeholder", CLIENT_ID_PLACEHOLDER)
     secret = page.get_by_label("Client secret")
     expect(secret).to_have_attribute("type", "password")
-    expect(secret).to_have_attribute("placeholder", re.compile("Client secret"))
+    expect(secret).to_have_attribute("placeholder", CLIENT_SECRET_PLACEHOLDER)
     for hidden in ("Host", "Schema", "Port", "Login", "Password"):
         expect(dialog.locator("label", has_text=re.compile(rf"^{hidden}\s*$"))).to_have_count(0)
+    for path in _screenshot_paths("connection-form-standard.png", tmp_path):
+        dialog.screenshot(path=str(path))  # empty, so it shows the placeholders
 
     # Extra fields: labelled, with help text, the refresh token masked, URLs with their defaults.
     page.get_by_role("button", name="Extra Fields", exact=True).click()
@@ -199,15 +223,26 @@ def test_add_constant_contact_connection_and_test_it(
         dialog.screenshot(path=str(path))
     page.get_by_role("button", name="Standard Fields", exact=True).click()
     expect(client_id).to_have_value(sandbox.client_id)
-    for path in _screenshot_paths("connection-form-standard.png", tmp_path):
-        dialog.screenshot(path=str(path))
 
-    save_and_test(page, "constantcontact_ui")
-    toast = page.get_by_role("status").filter(has_text="Test Connection")
-    expect(toast).to_contain_text("Connected to Constant Contact")
+    row = save(page, "constantcontact_ui")
+    if _test_rejects_port_zero():
+        # Airflow <= 3.3.2: the row's Test sends port 0, which the API takes for another
+        # destination than the stored NULL, so it refuses to reuse the stored secrets. Shown
+        # unpatched first: once upstream fixes _same_endpoint, this branch stops running.
+        answer = press_test(row)
+        assert answer.request.post_data_json["port"] == 0
+        assert answer.status == 400, answer.text()
+        assert "differs from the stored connection" in answer.json()["detail"]
+        failed = toast_with(page, "Failed")
+        expect(failed).to_contain_text("Bad Request")
+        expect(failed).to_be_hidden(timeout=60_000)  # keep it out of the success screenshot
+        work_around_port_zero(page)
+    answer = press_test(row)
+    assert answer.status == 200, answer.text()
+    toast = toast_with(page, "Connected to Constant Contact")
     expect(toast).to_contain_text(sandbox.api_base_url)
     for path in _screenshot_paths("connection-test-success.png", tmp_path):
-        page.screenshot(path=str(path))
+        page.screenshot(path=str(path), animations="disabled")  # the toast fully slid in
 
     # The REST API shows the stored secrets masked, and the rest as entered.
     stored = airflow.api_session().get("/api/v2/connections/constantcontact_ui")
@@ -221,6 +256,23 @@ def test_add_constant_contact_connection_and_test_it(
     assert extra["api_base_url"] == sandbox.api_base_url
     assert sandbox.client_secret not in stored.text
     assert sandbox.refresh_token not in stored.text
+
+    # Reopened for editing, the form holds the masks, not the stored secrets.
+    row.get_by_role("button", name="Edit Connection").click()
+    expect(dialog).to_be_visible()
+    expect(page.get_by_label("Client ID (API key)")).to_have_value(sandbox.client_id)
+    expect(page.get_by_label("Client secret")).to_have_value("***")
+    page.get_by_role("button", name="Extra Fields", exact=True).click()
+    expect(field(page, "Refresh token").locator("input")).to_have_value("***")
+    expect(field(page, "API base URL").locator("input")).to_have_value(sandbox.api_base_url)
+    # Masked by its name ("token"), though not a secret: what docs/connection-setup.md says.
+    expect(field(page, "Token URL").locator("input")).to_have_value("***")
+    values = dialog.locator("input").evaluate_all("inputs => inputs.map(i => i.value)")
+    for text in [*values, dialog.inner_text()]:
+        assert sandbox.client_secret not in text
+        assert sandbox.refresh_token not in text
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
     print(f"UI flow (login, add, test) took {time.monotonic() - started:.1f} s")
 
 
@@ -242,10 +294,11 @@ def test_wrong_client_secret_shows_why_the_test_failed(
         api=sandbox.api_base_url,
         token=sandbox.token_url,
     )
-    save_and_test(page, "constantcontact_wrong_secret")
-    toast = page.get_by_role("status").filter(has_text="Test Connection")
-    expect(toast).to_contain_text("Failed")
+    row = save(page, "constantcontact_wrong_secret")
+    work_around_port_zero(page)
+    assert press_test(row).status == 200  # the test ran; its result is the failure below
+    toast = toast_with(page, "Failed")
     expect(toast).to_contain_text("invalid_client")
     expect(toast).to_contain_text("Client secret")
     for path in _screenshot_paths("connection-test-failure.png", tmp_path):
-        page.screenshot(path=str(path))
+        page.screenshot(path=str(path), animations="disabled")  # the toast fully slid in
