@@ -429,8 +429,16 @@ class ConstantContactHook(BaseHook):
         Used by the UI's Test button (API server, outside any task): a rotated refresh token is
         saved to the Variable store there too (see docs/hook.md).
         """
-        # The Test button waits for the answer: fail fast instead of the full retry budget.
+        # The Test button waits for the answer: fail fast instead of the full retry budget, and
+        # give the hook its own budget back for whatever it is used for afterwards.
         self._http.policy = replace(self.retry_policy, max_attempts=min(2, self.retry_policy.max_attempts))
+        try:
+            return self._check_connection()
+        finally:
+            self._http.policy = self.retry_policy
+
+    def _check_connection(self) -> tuple[bool, str]:
+        """The checks of :meth:`test_connection`, in the order a user would fix them."""
         try:
             tokens = self.tokens
         except ConstantContactAuthError as exc:

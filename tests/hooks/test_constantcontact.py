@@ -833,11 +833,17 @@ def test_test_connection_fails_fast_on_server_errors(mocked):
     mocked.post(TOKEN_URL, json=token_body(make_jwt(future())))
     mocked.get(LISTS, status=503, json=[{"error_key": "down", "error_message": "down"}])
 
-    ok, message = fast_hook(MemoryTokenStore(), max_attempts=6).test_connection()
+    hook = fast_hook(MemoryTokenStore(), max_attempts=6)
+    ok, message = hook.test_connection()
 
     assert not ok
     assert "503" in message
     assert len(api_calls(mocked)) == 2
+
+    # Afterwards the hook has its full retry budget again.
+    with pytest.raises(ConstantContactError, match="503"):
+        hook.request("GET", "/contact_lists")
+    assert len(api_calls(mocked)) == 2 + 6
 
 
 def test_a_body_cut_short_is_retried(authed):
