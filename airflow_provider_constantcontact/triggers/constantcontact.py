@@ -111,7 +111,7 @@ class ConstantContactImportTrigger(BaseTrigger):
                 last = poller.summary
                 message = (
                     "Timed out waiting for Constant Contact import activities "
-                    f"{', '.join(poller.pending)}"
+                    f"{', '.join(poller.unfinished)}"
                     + (f" (last seen {last['percent_done']:.1f}% done)" if last else "")
                 )
                 yield TriggerEvent(self._event("timeout", message, last))

@@ -98,37 +98,38 @@ def fetch_activities(hook: ConstantContactHook, activity_ids: Sequence[str]) -> 
 
     Pages through ``GET /v3/activities`` only until every wanted id is seen, and stops paging
     once it has cost as many requests as looking the missing ids up one by one would; those are
-    then fetched with ``GET /v3/activities/{id}``. A terminal activity whose listing entry lacks its
-    ``status`` counters is also fetched by id (once, as it no longer changes).
+    then fetched with ``GET /v3/activities/{id}``. A finished activity whose listing entry lacks its
+    ``status`` counters is also fetched by id, but only once every wanted activity has finished:
+    its counters no longer change, so fetching them while others still run would cost a request
+    per finished activity at every poll.
     Returns ``{activity_id: activity}`` in the order of ``activity_ids``.
     """
     wanted = list(dict.fromkeys(activity_ids))
     if not wanted:
         return {}
     wanted_set = set(wanted)
-    found: dict[str, dict] = {}
-    pages = 0
-    seen_on_page = 0
+    listed: dict[str, dict] = {}
+    read = 0
     for activity in hook.iter_activities(limit=LISTING_PAGE_SIZE):
+        read += 1
         activity_id = activity.get("activity_id")
-        if activity_id in wanted_set and activity_id not in found:
-            found[activity_id] = activity
-        if len(found) == len(wanted):
+        if activity_id in wanted_set and activity_id not in listed:
+            listed[activity_id] = activity
+        if len(listed) == len(wanted):
             break
-        seen_on_page += 1
-        if seen_on_page >= LISTING_PAGE_SIZE:
-            pages += 1
-            seen_on_page = 0
-            # Another page costs one request, looking the missing ids up one each: stop paging
-            # once it has cost as much as the look-ups would, in case they are not listed at all.
-            if pages >= len(wanted) - len(found):
-                break
-    for activity_id in wanted:
-        activity = found.get(activity_id)
-        if activity is None or (activity.get("state") in TERMINAL_STATES and "status" not in activity):
-            found[activity_id] = hook.get_activity(activity_id)
-    log.debug("Fetched %d activities with %d listing page(s)", len(wanted), pages + 1)
-    return {activity_id: found[activity_id] for activity_id in wanted}
+        # At the end of a page, another page costs one request, looking the missing ids up one each:
+        # stop paging once it has cost as much as the look-ups would, in case they are not listed at all.
+        if read % LISTING_PAGE_SIZE == 0 and read // LISTING_PAGE_SIZE >= len(wanted) - len(listed):
+            break
+    found = {activity_id: listed.get(activity_id) or hook.get_activity(activity_id) for activity_id in wanted}
+    if all(activity.get("state") in TERMINAL_STATES for activity in found.values()):
+        for activity_id, activity in listed.items():
+            if "status" not in activity:
+                found[activity_id] = hook.get_activity(activity_id)
+    # Pages items were read from (the first request is made even when the listing is empty).
+    pages = max(1, -(-read // LISTING_PAGE_SIZE))
+    log.debug("Fetched %d activities with %d listing page(s)", len(wanted), pages)
+    return found
 
 
 def _redact(text: Any) -> str:
@@ -257,7 +258,7 @@ class ActivityPoller:
         self._records: dict[str, dict] = {}
 
     @property
-    def pending(self) -> list[str]:
+    def unfinished(self) -> list[str]:
         """Ids not yet seen in a terminal state."""
         return [
             activity_id
@@ -265,8 +266,18 @@ class ActivityPoller:
             if self._records.get(activity_id, {}).get("state") not in TERMINAL_STATES
         ]
 
+    @property
+    def pending(self) -> list[str]:
+        """Ids to fetch at the next poll: the unfinished, and finished ones still lacking counters."""
+        unfinished = set(self.unfinished)
+        return [
+            activity_id
+            for activity_id in self.activity_ids
+            if activity_id in unfinished or "status" not in self._records[activity_id]
+        ]
+
     def poll(self, hook: ConstantContactHook) -> dict:
-        """Fetch the unfinished activities (one request in the usual case); return the summary."""
+        """Fetch the pending activities (one request in the usual case); return the summary."""
         pending = self.pending
         if pending:
             self._records.update(fetch_activities(hook, pending))
@@ -321,7 +332,7 @@ def wait_for_activities(
         if remaining <= 0:
             raise ConstantContactImportError(
                 f"Timed out after {timeout:.0f}s waiting for Constant Contact import activities "
-                f"{', '.join(poller.pending)}"
+                f"{', '.join(poller.unfinished)}"
             )
         time.sleep(min(interval, remaining))
         interval = next_poll_interval(interval, poll_interval, max_poll_interval)

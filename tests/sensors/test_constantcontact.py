@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from airflow.sdk.exceptions import AirflowRescheduleException, AirflowSensorTimeout, TaskDeferred
@@ -18,6 +20,7 @@ from airflow_provider_constantcontact.exceptions import (
 from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
 from airflow_provider_constantcontact.sensors.constantcontact import ConstantContactImportSensor
 from airflow_provider_constantcontact.triggers.constantcontact import ConstantContactImportTrigger
+from airflow_provider_constantcontact.utils.activities import TERMINAL_STATES
 
 CONN_ID = "constantcontact_default"
 
@@ -70,6 +73,49 @@ def inject(sandbox, fault: str) -> None:
         sandbox.drop_next(2, path_prefix="/v3/activities")
     else:
         sandbox.fail_next(2, status=int(fault), path_prefix="/v3/activities")
+
+
+class CounterlessListingHook(ConstantContactHook):
+    """The connection's hook, but its activities listing drops finished activities' ``status``
+    counters (as a listing may): only a per-id lookup then has them."""
+
+    def iter_activities(self, **kwargs: Any) -> Iterator[dict]:
+        for activity in super().iter_activities(**kwargs):
+            if activity.get("state") in TERMINAL_STATES:
+                activity = {key: value for key, value in activity.items() if key != "status"}
+            yield activity
+
+
+def start_staggered_imports(sandbox) -> list[str]:
+    """Three imports at 10 contacts/s: two finish at once, the third after about 1.5 s."""
+    sandbox.processing_rate = 10
+    hook = ConstantContactHook(CONN_ID)
+    list_id = sandbox.create_list(f"Staggered {time.monotonic_ns()}")
+    sizes = (1, 1, 15)
+    return [
+        hook.import_contacts([{"email": f"g{n}.{i}@example.com"} for i in range(size)], [list_id])[
+            "activity_id"
+        ]
+        for n, size in enumerate(sizes)
+    ]
+
+
+def activity_reads(sandbox, since: int) -> list[str]:
+    """Paths of the activity reads since ``since``: the listing or a per-id lookup."""
+    return [
+        e.path.rstrip("/")
+        for e in sandbox.request_log[since:]
+        if e.method == "GET" and e.path.startswith("/v3/activities")
+    ]
+
+
+def assert_one_request_per_poll_then_counters_once(reads: list[str], ids: list[str]) -> None:
+    """Every read is the listing except, at the very end, one lookup per activity for its counters."""
+    lookups = [f"/v3/activities/{activity_id}" for activity_id in ids]
+    assert sorted(reads[-len(ids) :]) == sorted(lookups), reads
+    assert set(reads[: -len(ids)]) == {"/v3/activities"}, reads
+    # Several polls saw the small imports finished while the large one still ran.
+    assert len(reads) - len(ids) >= 4, reads
 
 
 def reschedule_context() -> dict:
@@ -207,7 +253,37 @@ def test_non_transient_errors_fail_the_task(sandbox, make_fault, error, mode):
         task.execute(reschedule_context())
 
 
+def test_poke_mode_asks_for_counters_only_once_every_activity_finished(sandbox):
+    ids = start_staggered_imports(sandbox)
+    task = sensor(ids, mode="poke", deferrable=False, poke_interval=0.1)
+    task.hook = CounterlessListingHook(CONN_ID)
+    since = len(sandbox.request_log)
+
+    summary = task.execute({})
+
+    assert_one_request_per_poll_then_counters_once(activity_reads(sandbox, since), ids)
+    assert summary["totals"]["items_total_count"] == 17  # the counters of the per-id lookups
+
+
 # ----------------------------------------------------------------------------- reschedule mode
+def test_reschedule_mode_asks_for_counters_only_once_every_activity_finished(sandbox):
+    ids = start_staggered_imports(sandbox)
+    since = len(sandbox.request_log)
+    deadline = time.monotonic() + 30
+    while True:  # every poke is a new try, with a new sensor instance
+        task = sensor(ids, mode="reschedule", deferrable=False)
+        task.hook = CounterlessListingHook(CONN_ID)
+        try:
+            summary = task.execute(reschedule_context())
+            break
+        except AirflowRescheduleException:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+    assert_one_request_per_poll_then_counters_once(activity_reads(sandbox, since), ids)
+    assert summary["totals"]["items_total_count"] == 17
+
+
 def test_reschedule_mode_frees_the_slot_until_done(sandbox):
     sandbox.processing_rate = 0.5
     ids = start_imports(sandbox, contacts_each=2)

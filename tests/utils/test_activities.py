@@ -243,6 +243,37 @@ def test_terminal_listing_entry_without_counters_is_fetched_by_id_once():
     assert found["a"]["status"]["person_count"] == 10
 
 
+def test_counters_of_finished_listing_entries_are_fetched_once_every_activity_finished():
+    bare = {"activity_id": "a", "state": "completed", "percent_done": 100}
+    hook = FakeHook([bare, activity("b", "processing")], by_id={"a": activity("a", person_count=10)})
+    poller = ActivityPoller(["a", "b"])
+
+    for _ in range(3):  # "b" still runs: one listing request per poll, no lookup of "a"
+        assert poller.poll(hook)["done"] is False
+    assert (hook.listing_calls, hook.get_calls) == (3, [])
+
+    hook.listing[1] = activity("b", person_count=5)
+    summary = poller.poll(hook)
+    assert summary["done"] is True
+    assert hook.get_calls == ["a"]
+    assert summary["totals"]["person_count"] == 15
+
+    poller.poll(hook)  # everything is known: nothing more to ask
+    assert (hook.listing_calls, hook.get_calls) == (4, ["a"])
+
+
+@pytest.mark.parametrize(
+    ("listing_size", "wanted", "pages"),
+    [(2000, ["a1", "a2"], 1), (1500, ["mine"], 1), (1500, ["x", "y", "z"], 3), (0, ["gone"], 1)],
+)
+def test_debug_log_counts_the_listing_pages_read(caplog, listing_size, wanted, pages):
+    listing = [activity(f"a{n}") for n in range(listing_size)]
+    hook = FakeHook(listing, by_id={k: activity(k) for k in wanted})
+    with caplog.at_level(logging.DEBUG, logger=activities.__name__):
+        fetch_activities(hook, wanted)
+    assert f"Fetched {len(wanted)} activities with {pages} listing page(s)" in caplog.text
+
+
 # ----------------------------------------------------------------------------- summaries and checks
 def test_summary_is_json_serialisable_with_totals_and_weighted_percent():
     summary = summarize_activities(
