@@ -81,9 +81,10 @@ def page(browser: Browser, airflow: AirflowStandalone) -> Iterator[Page]:
 def _test_rejects_port_zero() -> bool:
     """Whether this Airflow answers the UI's Test of a port-less connection with 400.
 
-    The UI sends ``port: 0`` (``Number(null)``) and Airflow up to 3.3.2 compares that with the
-    stored NULL as a *different* port, refusing to reuse the stored secrets (fixed upstream in
-    apache/airflow#73298). Every connection type without a port is affected, not only this one.
+    The UI sends ``port: 0`` (``Number(null)``) and Airflow 3.3.2 (a regression of that release)
+    compares that with the stored NULL as a *different* port, refusing to reuse the stored
+    secrets (fixed upstream in apache/airflow#73298). Every connection type without a port is
+    affected, not only this one.
     """
     try:
         from airflow.api_fastapi.core_api.routes.public.connections import _same_endpoint
@@ -226,7 +227,7 @@ def test_add_constant_contact_connection_and_test_it(
 
     row = save(page, "constantcontact_ui")
     if _test_rejects_port_zero():
-        # Airflow <= 3.3.2: the row's Test sends port 0, which the API takes for another
+        # Airflow 3.3.2: the row's Test sends port 0, which the API takes for another
         # destination than the stored NULL, so it refuses to reuse the stored secrets. Shown
         # unpatched first: once upstream fixes _same_endpoint, this branch stops running.
         answer = press_test(row)
