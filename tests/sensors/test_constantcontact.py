@@ -139,11 +139,18 @@ def test_poke_mode_waits_and_returns_the_summary(sandbox):
     assert {e.path.rstrip("/") for e in polls} == {"/v3/activities"}
 
 
-def test_poke_mode_fails_with_the_activity_errors(sandbox):
-    sandbox.fail_next_activity(errors=["Contacts could not be imported: list is locked"])
+FAILED_STATES = ["failed", "cancelled", "timed_out"]
+
+
+@pytest.mark.parametrize("state", FAILED_STATES)
+def test_poke_mode_fails_with_the_activity_errors(sandbox, state):
+    sandbox.fail_next_activity(errors=["Contacts could not be imported: list is locked"], state=state)
     ids = start_imports(sandbox)
-    with pytest.raises(ConstantContactImportError, match="list is locked"):
+    with pytest.raises(ConstantContactImportError) as failure:
         sensor(ids, deferrable=False).execute({})
+    assert f"activity {ids[0]} ended {state}: Contacts could not be imported: list is locked" in str(
+        failure.value
+    )
 
 
 def test_poke_mode_times_out(sandbox):
@@ -299,11 +306,13 @@ def test_reschedule_mode_frees_the_slot_until_done(sandbox):
     assert summary["done"] is True
 
 
-def test_reschedule_mode_fails_with_the_activity_errors(sandbox):
-    sandbox.fail_next_activity(errors=["Activity cancelled by support"])
+@pytest.mark.parametrize("state", FAILED_STATES)
+def test_reschedule_mode_fails_with_the_activity_errors(sandbox, state):
+    sandbox.fail_next_activity(errors=["Activity stopped by support"], state=state)
     ids = start_imports(sandbox)
-    with pytest.raises(ConstantContactImportError, match="Activity cancelled by support"):
+    with pytest.raises(ConstantContactImportError) as failure:
         sensor(ids, mode="reschedule", deferrable=False).execute(reschedule_context())
+    assert f"activity {ids[0]} ended {state}: Activity stopped by support" in str(failure.value)
 
 
 # ----------------------------------------------------------------------------- deferrable mode
@@ -352,15 +361,17 @@ def test_deferrable_mode_defers_after_a_transient_error_on_its_first_check(sandb
     assert deferred.value.trigger.serialize()[1]["activity_ids"] == ids
 
 
-def test_deferrable_mode_fails_at_once_for_a_failed_import(sandbox):
-    sandbox.fail_next_activity(errors=["Quota of queued activities reached"])
+@pytest.mark.parametrize("state", FAILED_STATES)
+def test_deferrable_mode_fails_at_once_for_a_failed_import(sandbox, state):
+    sandbox.fail_next_activity(errors=["Quota of queued activities reached"], state=state)
     ids = start_imports(sandbox)
-    wait_done_or_failed = time.monotonic() + 30
-    while sandbox.get_activity(ids[0])["state"] not in ("failed", "completed"):
-        assert time.monotonic() < wait_done_or_failed
+    wait_finished = time.monotonic() + 30
+    while sandbox.get_activity(ids[0])["state"] not in (state, "completed"):
+        assert time.monotonic() < wait_finished
         time.sleep(0.05)
-    with pytest.raises(ConstantContactImportError, match="Quota of queued activities reached"):
-        sensor(ids, deferrable=True).execute({})
+    with pytest.raises(ConstantContactImportError) as failure:
+        sensor(ids, deferrable=True).execute({})  # the first check fails: no deferral
+    assert f"activity {ids[0]} ended {state}: Quota of queued activities reached" in str(failure.value)
 
 
 def test_execute_complete_handles_each_event():

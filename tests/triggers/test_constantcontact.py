@@ -104,16 +104,17 @@ async def test_success_yields_one_event_with_the_summary(sandbox):
     assert all(a["state"] == "completed" for a in summary["activities"].values())
 
 
-async def test_failed_activity_yields_an_error_event_with_its_errors(sandbox):
-    sandbox.fail_next_activity(errors=["Import file rejected: bad encoding"])
+@pytest.mark.parametrize("state", ["failed", "cancelled", "timed_out"])
+async def test_failed_activity_yields_an_error_event_with_its_errors(sandbox, state):
+    sandbox.fail_next_activity(errors=["Import file rejected: bad encoding"], state=state)
     ids = start_imports(sandbox, count=1)
 
     events = await collect(make_trigger(ids))
 
     assert len(events) == 1
     assert events[0]["status"] == "error"
-    assert "Import file rejected: bad encoding" in events[0]["message"]
-    assert events[0]["summary"]["activities"][ids[0]]["state"] == "failed"
+    assert f"activity {ids[0]} ended {state}: Import file rejected: bad encoding" in events[0]["message"]
+    assert events[0]["summary"]["activities"][ids[0]]["state"] == state
 
 
 async def test_timeout_event_when_end_time_passes(sandbox):
