@@ -36,7 +36,11 @@ class ConstantContactImportSensor(BaseSensorOperator):
 
     Works in ``poke`` and ``reschedule`` modes and, with ``deferrable=True``, waits in the
     triggerer (:class:`ConstantContactImportTrigger`) without holding a worker slot; there the
-    poll interval backs off from ``poke_interval`` up to ``max_poll_interval``.
+    poll interval backs off from ``poke_interval`` up to ``max_poll_interval``. In poke and
+    reschedule modes the interval is Airflow's: fixed, or with ``exponential_backoff=True``
+    doubling from ``poke_interval`` up to ``max_wait`` (set it, e.g. 300 s: without it the
+    interval grows until ``timeout``). A transient error (5xx, throttling, network) after the
+    hook's own retries only makes that poke not done; auth, quota and not-found errors fail.
 
     :param activity_ids: (templated) one activity id, a list of ids, a JSON string list, or the
         export operator's ``export.output["activity_ids"]``.
@@ -46,7 +50,8 @@ class ConstantContactImportSensor(BaseSensorOperator):
     :param timeout: seconds to wait in all before failing with AirflowSensorTimeout.
     :param max_error_ratio: (templated) fail when ``error_count / items_total_count`` over all activities
         exceeds this fraction (``None``: any number of rejected items passes).
-    :param max_poll_interval: cap in seconds of the backed-off interval in deferrable mode.
+    :param max_poll_interval: cap in seconds of the backed-off interval in deferrable mode
+        (``max_wait`` is its counterpart in poke and reschedule modes).
     """
 
     template_fields: Sequence[str] = ("activity_ids", "max_error_ratio")
