@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from airflow import __version__ as airflow_version
+from packaging.version import Version
 from playwright.sync_api import Browser, Locator, Page, Response, Route, expect, sync_playwright
 
 from airflow_provider_constantcontact.get_provider_info import (
@@ -109,10 +111,20 @@ def _drop_zero_port(route: Route) -> None:
         route.continue_()
 
 
+def _ui_masks_extra_fields() -> bool:
+    """Whether this Airflow's UI renders ``format: password`` extra fields as masked inputs.
+
+    Airflow 3.2's form renders every extra field as plain text (3.3 added masked ones); stored,
+    the refresh token is masked (``***``) by its name on both.
+    """
+    return Version(airflow_version) >= Version("3.3")
+
+
 def _screenshot_paths(name: str, tmp_path: Path) -> list[Path]:
-    """Always a tmp copy; the docs image too, except in CI (which must not change the work tree)."""
+    """Always a tmp copy; the docs image too, from the newest UI only, never in CI (which must
+    not change the work tree)."""
     paths = [tmp_path / name]
-    if not os.environ.get("CI"):
+    if not os.environ.get("CI") and _ui_masks_extra_fields():
         DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
         paths.append(DOCS_IMAGES / name)
     return paths
@@ -202,7 +214,8 @@ def test_add_constant_contact_connection_and_test_it(
     # Extra fields: labelled, with help text, the refresh token masked, URLs with their defaults.
     page.get_by_role("button", name="Extra Fields", exact=True).click()
     refresh = field(page, "Refresh token")
-    expect(refresh.locator("input")).to_have_attribute("type", "password")
+    if _ui_masks_extra_fields():
+        expect(refresh.locator("input")).to_have_attribute("type", "password")
     expect(refresh).to_contain_text("constantcontact-auth")
     expect(refresh).to_contain_text("offline_access")
     expect(field(page, "API base URL").locator("input")).to_have_value(DEFAULT_API_BASE_URL)
