@@ -6,6 +6,7 @@ import asyncio
 import json
 import math
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -673,3 +674,56 @@ def test_corrupt_data_page_fails_naming_the_file(make_export, constantcontact_sa
     with pytest.raises(SegmentSourceError, match=rf"Cannot read {re.escape(str(bad))} as Parquet: Invalid"):
         run(make_export(source=str(tmp_path / "seg"), field_mapping={"email": "email"}))
     assert imports_in_log(constantcontact_sandbox) == []
+
+
+@pytest.fixture
+def memory_storage(monkeypatch) -> Iterator[list[str | None]]:
+    """A ``memory://`` object store registered with Airflow the way providers register ``s3://``.
+
+    Yields the connection ids Airflow asked the filesystem for; empties the store afterwards.
+    """
+    from airflow.sdk.io import fs as airflow_fs
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    conn_ids: list[str | None] = []
+
+    def get_fs(conn_id: str | None) -> MemoryFileSystem:
+        conn_ids.append(conn_id)
+        return MemoryFileSystem()
+
+    monkeypatch.setitem(airflow_fs._register_filesystems(), "memory", get_fs)
+    MemoryFileSystem.store.clear()
+    yield conn_ids
+    MemoryFileSystem.store.clear()
+
+
+def test_object_storage_source_and_rejects_with_source_conn_id(
+    make_export, constantcontact_sandbox, newsletter, memory_storage
+) -> None:
+    from airflow.sdk import ObjectStoragePath
+
+    for name, emails in {
+        "part-0": ["a@example.com", "bad-email"],
+        "part-1": ["b@example.com", "A@example.com"],
+    }.items():
+        with ObjectStoragePath(f"memory://crm/segments/{name}.parquet").open("wb") as handle:
+            pq.write_table(pa.table({"Email": emails, "First": ["F"] * len(emails)}), handle)
+
+    memory_storage.clear()  # from here on, only the operator opens the store
+    summary, _ = run(
+        make_export(
+            source="memory://crm/segments/",
+            source_conn_id="crm_storage",
+            field_mapping={"email": "Email", "first_name": "First"},
+            rejects_path="memory://crm/rejects/2026-12-01.parquet",
+        )
+    )
+
+    # The store was opened with the operator's connection only, for the source and the rejects.
+    assert set(memory_storage) == {"crm_storage"}
+    assert set(constantcontact_sandbox.list_members(newsletter)) == {"a@example.com", "b@example.com"}
+    assert summary["files"] == 2
+    assert (summary["rows_read"], summary["contacts_submitted"], summary["duplicates"]) == (4, 2, 1)
+    with ObjectStoragePath("memory://crm/rejects/2026-12-01.parquet").open("rb") as handle:
+        rejects = pq.read_table(handle).to_pydict()
+    assert sorted(rejects["reason"]) == ["duplicate", "invalid_email"]
