@@ -411,6 +411,7 @@ class _Export:
         row is either sent or visible there with its reason.
         """
         plan = self.plan
+        self.source.check_unchanged()
         batcher = import_batches.BodyBatcher(
             self.list_ids,
             max_bytes=import_batches.MAX_BODY_BYTES,

@@ -40,6 +40,27 @@ class SegmentSource:
     files: list[str]
     filesystem: pafs.FileSystem
     schemas: list[pa.Schema]
+    #: (size, modification time) of each file when the source was resolved.
+    versions: list[tuple[int | None, Any]]
+
+    def check_unchanged(self) -> None:
+        """Raise SegmentSourceError naming the files rewritten since the source was resolved.
+
+        The export reads the source twice (classify, then encode); a file rewritten in between
+        would misalign the two passes, so this runs before the second pass sends anything.
+        """
+        changed = [
+            path
+            for path, before, now in zip(
+                self.files, self.versions, _versions(self.filesystem, self.files), strict=True
+            )
+            if before != now
+        ]
+        if changed:
+            raise SegmentSourceError(
+                f"Segment file(s) changed while the export was reading them: {', '.join(changed)}; "
+                "nothing was sent. Run the export again once whatever writes them has finished."
+            )
 
     @property
     def is_local(self) -> bool:
@@ -138,7 +159,14 @@ def resolve_segment_source(source: str | Sequence[str], *, conn_id: str | None =
                 schemas.append(pq.read_schema(handle))
         except (pa.ArrowException, OSError) as err:
             raise SegmentSourceError(f"Cannot read {file} as Parquet: {err}") from err
-    return SegmentSource(files=files, filesystem=filesystem, schemas=schemas)
+    return SegmentSource(
+        files=files, filesystem=filesystem, schemas=schemas, versions=_versions(filesystem, files)
+    )
+
+
+def _versions(filesystem: pafs.FileSystem, files: list[str]) -> list[tuple[int | None, Any]]:
+    """(size, modification time) of each file, in one listing call."""
+    return [(info.size, info.mtime) for info in filesystem.get_file_info(files)]
 
 
 def find_unreadable_file(

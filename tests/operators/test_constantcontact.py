@@ -727,3 +727,21 @@ def test_object_storage_source_and_rejects_with_source_conn_id(
     with ObjectStoragePath("memory://crm/rejects/2026-12-01.parquet").open("rb") as handle:
         rejects = pq.read_table(handle).to_pydict()
     assert sorted(rejects["reason"]) == ["duplicate", "invalid_email"]
+
+
+def test_a_file_rewritten_between_the_passes_fails_before_sending(
+    make_export, constantcontact_sandbox, tmp_path, monkeypatch
+) -> None:
+    from airflow_provider_constantcontact.operators import constantcontact as export_module
+
+    path = write_parquet(tmp_path / "s.parquet", {"Email": ["a@example.com", "b@example.com"]})
+    classify = export_module._Export.classify
+
+    def classify_then_rewrite(self) -> None:
+        classify(self)
+        write_parquet(path, {"Email": ["c@example.com", "a@example.com", "b@example.com"]})
+
+    monkeypatch.setattr(export_module._Export, "classify", classify_then_rewrite)
+    with pytest.raises(SegmentSourceError, match=r"changed while the export was reading them: .*s\.parquet"):
+        run(make_export(source=str(path), field_mapping={"email": "Email"}))
+    assert imports_in_log(constantcontact_sandbox) == []

@@ -111,3 +111,16 @@ def test_corrupt_data_page_fails_only_when_scanned_and_find_unreadable_file_name
     assert str(error).startswith(f"Cannot read {bad} as Parquet: ")
     assert "user" not in str(error)  # no values from the data
     assert find_unreadable_file(source.dataset(["n"]), ["n"]) is None  # the "n" pages are intact
+
+
+def test_check_unchanged_names_a_file_rewritten_after_resolving(folder: Path) -> None:
+    source = resolve_segment_source(str(folder))
+    source.check_unchanged()  # nothing changed yet
+
+    _write(folder / "day=2" / "part-1.parquet", pa.table({"email": ["b@example.com", "c@example.com"]}))
+
+    with pytest.raises(
+        SegmentSourceError, match=r"changed while the export .*day=2/part-1\.parquet; nothing"
+    ) as err:
+        source.check_unchanged()
+    assert "part-0.parquet" not in str(err.value)
