@@ -224,12 +224,9 @@ class SandboxState:
 
     def accept_import(self, contacts: list[dict[str, Any]], list_ids: list[str]) -> Activity:
         """Queue a validated import; its activity (``initialized``) is answered at once."""
-        failure, self.fail_next_activity = self.fail_next_activity, None
-        if failure is None:
-            activity = self.add_activity(Activity(len(contacts)))
-        else:
-            fail_state, fail_errors = failure
-            activity = self.add_activity(Activity(len(contacts), fail_errors, fail_state=fail_state))
+        fail_state, fail_errors = self.fail_next_activity or ("failed", None)
+        self.fail_next_activity = None
+        activity = self.add_activity(Activity(len(contacts), fail_errors, fail_state=fail_state))
         self.pending.append(PendingImport(activity, contacts, list_ids))
         return activity
 

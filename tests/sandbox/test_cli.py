@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import shlex
@@ -21,6 +20,7 @@ from airflow_provider_constantcontact.sandbox.constants import (
     DEFAULT_CLIENT_SECRET,
     DEFAULT_REFRESH_TOKEN,
 )
+from tests.sandbox.test_oauth import jwt_claims
 
 #: Both ways a user starts the sandbox: the module and the installed console script.
 LAUNCHERS = {
@@ -138,12 +138,6 @@ def test_cli_exits_with_an_error_when_the_port_is_taken(sandbox):
     )
     assert result.returncode == 1
     assert "cannot listen" in result.stderr
-
-
-def jwt_claims(token: str) -> dict:
-    """The (unverified) payload of a JWT-shaped access token."""
-    payload = token.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
 
 
 def test_cli_flags_reach_oauth_rotation_token_lifetime_and_quota():
