@@ -72,3 +72,11 @@ class ConstantContactServerError(ConstantContactError):
 
 class ConstantContactImportError(ConstantContactError):
     """An import activity failed, or its result contradicts what was sent."""
+
+
+class SegmentSourceError(ConstantContactError):
+    """The segment source cannot be read: no files, an unreadable or non-Parquet file, bad columns."""
+
+
+class ConstantContactExportError(ConstantContactError):
+    """The export stopped to protect the data: the source changed while read, rows unaccounted for."""

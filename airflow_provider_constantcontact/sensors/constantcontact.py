@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
@@ -13,13 +12,14 @@ from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from airflow_provider_constantcontact.exceptions import ConstantContactImportError
 from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
-from airflow_provider_constantcontact.triggers.constantcontact import ConstantContactImportTrigger
+from airflow_provider_constantcontact.triggers.constantcontact import defer_import_wait
 from airflow_provider_constantcontact.utils.activities import (
     ActivityPoller,
     describe_progress,
     normalize_activity_ids,
     summarize_activities,
 )
+from airflow_provider_constantcontact.utils.templated import parse_number
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -83,12 +83,7 @@ class ConstantContactImportSensor(BaseSensorOperator):
 
     def _max_error_ratio(self) -> float | None:
         """The rendered threshold as a number (it may come from a template)."""
-        if self.max_error_ratio is None or self.max_error_ratio == "":
-            return None
-        ratio = float(self.max_error_ratio)
-        if not 0 <= ratio <= 1:
-            raise ValueError(f"max_error_ratio must be between 0 and 1, not {ratio}")
-        return ratio
+        return parse_number(self.max_error_ratio, "max_error_ratio", minimum=0, maximum=1)
 
     @cached_property
     def hook(self) -> ConstantContactHook:
@@ -116,18 +111,14 @@ class ConstantContactImportSensor(BaseSensorOperator):
         summary = self._poller.step(self.hook, self.log)
         if summary is not None and summary["done"]:
             return summary
-        self.defer(
-            trigger=ConstantContactImportTrigger(
-                activity_ids=ids,
-                constantcontact_conn_id=self.constantcontact_conn_id,
-                poll_interval=self.poke_interval,
-                end_time=time.time() + self.timeout,
-                max_error_ratio=self._poller.max_error_ratio,
-                max_poll_interval=self.max_poll_interval,
-            ),
-            method_name="execute_complete",
-            # The trigger reports its own timeout with the last progress; this is the backstop.
-            timeout=timedelta(seconds=self.timeout + max(self.poke_interval, 60)),
+        defer_import_wait(
+            self,
+            activity_ids=ids,
+            constantcontact_conn_id=self.constantcontact_conn_id,
+            poll_interval=self.poke_interval,
+            timeout=self.timeout,
+            max_error_ratio=self._poller.max_error_ratio,
+            max_poll_interval=self.max_poll_interval,
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict:

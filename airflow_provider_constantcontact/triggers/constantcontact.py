@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
@@ -23,7 +23,7 @@ from airflow_provider_constantcontact.utils.activities import (
 )
 
 if TYPE_CHECKING:
-    from airflow.sdk import Connection
+    from airflow.sdk import BaseOperator, Connection
 
     from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
 
@@ -39,7 +39,8 @@ class ConstantContactImportTrigger(BaseTrigger):
     """Poll import activities until all finish, one finishes badly, or ``end_time`` passes.
 
     Yields exactly one event: ``{"status": "success", "summary": ...}`` when every activity
-    completed, or ``{"status": "error" | "timeout", "message": ..., "summary": ...}``.
+    completed, or ``{"status": "error" | "timeout", "message": ..., "summary": ...}``; each also
+    carries ``resume_state`` as given.
     Each poll is one request (the activities listing); the interval backs off from
     ``poll_interval`` up to ``max_poll_interval`` (default 300 s). Transient errors (5xx,
     throttling, network) are logged and polling goes on. Blocking HTTP runs in a worker thread,
@@ -51,6 +52,9 @@ class ConstantContactImportTrigger(BaseTrigger):
     :param end_time: Unix timestamp (or aware datetime) after which the trigger reports a timeout.
     :param max_error_ratio: fail when ``error_count / items_total_count`` exceeds it.
     :param max_poll_interval: cap of the backed-off poll interval, in seconds.
+    :param resume_state: JSON-serialisable state the deferring task needs when it resumes (the
+        export's summary), returned unchanged in the event: ``airflow dags test`` resumes a task
+        with the event only, dropping ``defer()`` kwargs. Counts and ids only, never personal data.
     """
 
     def __init__(
@@ -61,6 +65,7 @@ class ConstantContactImportTrigger(BaseTrigger):
         end_time: float | datetime,
         max_error_ratio: float | None = None,
         max_poll_interval: float | None = None,
+        resume_state: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.activity_ids = normalize_activity_ids(activity_ids)
@@ -69,6 +74,7 @@ class ConstantContactImportTrigger(BaseTrigger):
         self.end_time = end_time.timestamp() if isinstance(end_time, datetime) else float(end_time)
         self.max_error_ratio = max_error_ratio
         self.max_poll_interval = max_poll_interval
+        self.resume_state = resume_state
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -80,6 +86,7 @@ class ConstantContactImportTrigger(BaseTrigger):
                 "end_time": self.end_time,
                 "max_error_ratio": self.max_error_ratio,
                 "max_poll_interval": self.max_poll_interval,
+                "resume_state": self.resume_state,
             },
         )
 
@@ -104,7 +111,7 @@ class ConstantContactImportTrigger(BaseTrigger):
                 yield TriggerEvent(self._event("error", str(error), poller.summary))
                 return
             if summary is not None and summary["done"]:
-                yield TriggerEvent({"status": "success", "summary": summary})
+                yield TriggerEvent(self._event("success", None, summary))
                 return
             remaining = self.end_time - time.time()
             if remaining <= 0:
@@ -119,6 +126,42 @@ class ConstantContactImportTrigger(BaseTrigger):
             await asyncio.sleep(min(interval, remaining))
             interval = next_poll_interval(interval, self.poll_interval, self.max_poll_interval)
 
-    @staticmethod
-    def _event(status: str, message: str, summary: dict | None) -> dict[str, Any]:
-        return {"status": status, "message": message, "summary": summary}
+    def _event(self, status: str, message: str | None, summary: dict | None) -> dict[str, Any]:
+        event: dict[str, Any] = {"status": status, "summary": summary}
+        if message is not None:
+            event["message"] = message
+        if self.resume_state is not None:
+            event["resume_state"] = self.resume_state
+        return event
+
+
+def defer_import_wait(
+    task: BaseOperator,
+    *,
+    activity_ids: Sequence[str],
+    constantcontact_conn_id: str,
+    poll_interval: float,
+    timeout: float,
+    max_error_ratio: float | None = None,
+    max_poll_interval: float | None = None,
+    resume_state: dict[str, Any] | None = None,
+) -> None:
+    """Defer ``task`` to :class:`ConstantContactImportTrigger`; it resumes in ``execute_complete``.
+
+    The one way the export operator and the sensor defer. The task's own deferral timeout lies a
+    little beyond the trigger's ``end_time``, so the trigger reports the timeout with the last
+    progress it saw; the task's timeout is only the backstop.
+    """
+    task.defer(
+        trigger=ConstantContactImportTrigger(
+            activity_ids=activity_ids,
+            constantcontact_conn_id=constantcontact_conn_id,
+            poll_interval=poll_interval,
+            end_time=time.time() + timeout,
+            max_error_ratio=max_error_ratio,
+            max_poll_interval=max_poll_interval,
+            resume_state=resume_state,
+        ),
+        method_name="execute_complete",
+        timeout=timedelta(seconds=timeout + max(poll_interval, 60)),
+    )

@@ -20,17 +20,17 @@ from airflow_provider_constantcontact.exceptions import (
     ConstantContactNotFoundError,
     ConstantContactServerError,
     ConstantContactValidationError,
+    SegmentSourceError,
 )
+from airflow_provider_constantcontact.export import engine
+from airflow_provider_constantcontact.export.batches import envelope
 from airflow_provider_constantcontact.operators.constantcontact import (
     ConstantContactSegmentExportOperator,
     normalize_list_ids,
-    split_list,
 )
-from airflow_provider_constantcontact.utils import import_batches
-from airflow_provider_constantcontact.utils.import_batches import envelope
-from airflow_provider_constantcontact.utils.segment_source import SegmentSourceError
+from airflow_provider_constantcontact.utils.templated import parse_list
+from tests.export.test_source import write_corrupt_data_page
 from tests.operators.conftest import IMPORT_PATH, FakeTI, imports_in_log, run, write_parquet
-from tests.utils.test_segment_source import write_corrupt_data_page
 
 BODY_LIMIT = 4_000_000
 
@@ -447,7 +447,7 @@ def test_wait_adds_final_counters(make_export, constantcontact_sandbox, tmp_path
 
 def test_mismatch_between_sent_and_reported_fails_loudly(make_export, tmp_path, monkeypatch) -> None:
     # A body of 45,000 contacts: the service keeps 40,000 and drops the rest without an error.
-    monkeypatch.setattr(import_batches, "MAX_CONTACTS_PER_IMPORT", 45_000)
+    monkeypatch.setattr(engine, "MAX_IMPORT_CONTACTS", 45_000)
     source = write_parquet(tmp_path / "s.parquet", {"Email": [f"d{i}@e.io" for i in range(45_000)]})
     operator = make_export(source=str(source), field_mapping={"email": "Email"}, wait_for_completion=True)
     with pytest.raises(
@@ -487,7 +487,9 @@ def test_deferrable_defers_to_the_trigger_and_completes(
         raise AssertionError("no event")
 
     event = asyncio.run(first_event())
-    summary = operator.execute_complete(ti_context, event, **deferred.value.kwargs)
+    # Resumed with the event only, as `airflow dags test` does: defer() kwargs are not relied on.
+    assert not deferred.value.kwargs
+    summary = operator.execute_complete(ti_context, event)
     assert summary["items_total_count"] == 2
     assert summary["contacts_submitted"] == 2
 
@@ -507,6 +509,9 @@ def test_template_fields() -> None:
         "segment_column",
         "segments",
         "rejects_path",
+        "max_contacts",
+        "max_error_ratio",
+        "dry_run",
     }
 
 
@@ -568,8 +573,8 @@ def test_list_ids_and_segments_accept_rendered_strings() -> None:
     assert normalize_list_ids("['id-1', 'id-2', 'id-1']") == ["id-1", "id-2"]
     assert normalize_list_ids(' id-1 , "id-2" ') == ["id-1", "id-2"]
     assert normalize_list_ids(["id-1"]) == ["id-1"]
-    assert split_list('["VIP", "New"]') == ["VIP", "New"]
-    assert split_list([1, 2]) == [1, 2]
+    assert parse_list('["VIP", "New"]', "segments") == ["VIP", "New"]
+    assert parse_list([1, 2], "segments") == [1, 2]
     with pytest.raises(ValueError, match="1 to 50"):
         normalize_list_ids("")
     with pytest.raises(ValueError, match="got 51"):
@@ -732,16 +737,15 @@ def test_object_storage_source_and_rejects_with_source_conn_id(
 def test_a_file_rewritten_between_the_passes_fails_before_sending(
     make_export, constantcontact_sandbox, tmp_path, monkeypatch
 ) -> None:
-    from airflow_provider_constantcontact.operators import constantcontact as export_module
-
     path = write_parquet(tmp_path / "s.parquet", {"Email": ["a@example.com", "b@example.com"]})
-    classify = export_module._Export.classify
+    scan = engine.SegmentExport.scan
 
-    def classify_then_rewrite(self) -> None:
-        classify(self)
+    def scan_then_rewrite(self):
+        found = scan(self)
         write_parquet(path, {"Email": ["c@example.com", "a@example.com", "b@example.com"]})
+        return found
 
-    monkeypatch.setattr(export_module._Export, "classify", classify_then_rewrite)
+    monkeypatch.setattr(engine.SegmentExport, "scan", scan_then_rewrite)
     with pytest.raises(SegmentSourceError, match=r"changed while the export was reading them: .*s\.parquet"):
         run(make_export(source=str(path), field_mapping={"email": "Email"}))
     assert imports_in_log(constantcontact_sandbox) == []

@@ -75,6 +75,7 @@ def test_serialize_round_trips():
         "end_time": 1_900_000_000.5,
         "max_error_ratio": 0.25,
         "max_poll_interval": 120,
+        "resume_state": None,
     }
     module_name, class_name = classpath.rsplit(".", 1)
     rebuilt = getattr(importlib.import_module(module_name), class_name)(**kwargs)

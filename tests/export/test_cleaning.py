@@ -9,7 +9,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from airflow_provider_constantcontact.utils import contact_cleaning as cc
+from airflow_provider_constantcontact.export import cleaning as cc
+from airflow_provider_constantcontact.export import fields
+from airflow_provider_constantcontact.export.dedup import EmailDeduplicator, email_hashes
+from airflow_provider_constantcontact.export.encoding import contact_json
 
 NASTY = [
     'He said "hi"',
@@ -24,8 +27,8 @@ NASTY = [
 ]
 
 
-def _plan(**extra: str) -> cc.ContactPlan:
-    return cc.ContactPlan({"email": "E", **extra})
+def _plan(**extra: str) -> fields.ContactPlan:
+    return fields.ContactPlan({"email": "E", **extra})
 
 
 def test_email_normalisation_and_reasons() -> None:
@@ -51,19 +54,19 @@ def test_email_normalisation_and_reasons() -> None:
     assert normalised[0].as_py() == "jane.doe@example.com"
     assert normalised[1].as_py() == "jane.doe@example.com"
     assert codes == [
-        cc.OK,
-        cc.OK,
-        cc.MISSING_EMAIL,
-        cc.MISSING_EMAIL,
-        cc.INVALID_EMAIL,
-        cc.INVALID_EMAIL,
-        cc.INVALID_EMAIL,
-        cc.INVALID_EMAIL,
-        cc.INVALID_EMAIL,
-        cc.EMAIL_TOO_LONG,
-        cc.OK,
-        cc.INVALID_EMAIL,
-        cc.OK,
+        fields.OK,
+        fields.OK,
+        fields.MISSING_EMAIL,
+        fields.MISSING_EMAIL,
+        fields.INVALID_EMAIL,
+        fields.INVALID_EMAIL,
+        fields.INVALID_EMAIL,
+        fields.INVALID_EMAIL,
+        fields.INVALID_EMAIL,
+        fields.EMAIL_TOO_LONG,
+        fields.OK,
+        fields.INVALID_EMAIL,
+        fields.OK,
     ]
 
 
@@ -77,7 +80,7 @@ def test_nasty_values_round_trip_through_json() -> None:
             "N": list(reversed(NASTY)),
         }
     )
-    encoded = cc.contact_json(batch, plan, {}).to_pylist()
+    encoded = contact_json(batch, plan, {}).to_pylist()
     for i, text in enumerate(encoded):
         contact = json.loads(text)
         assert contact["email"] == f"user{i}@example.com"
@@ -98,7 +101,7 @@ def test_absent_values_are_omitted_not_sent_empty() -> None:
             "M": [None, None, 12],
         }
     )
-    contacts = [json.loads(text) for text in cc.contact_json(batch, plan, {}).to_pylist()]
+    contacts = [json.loads(text) for text in contact_json(batch, plan, {}).to_pylist()]
     assert contacts == [
         {"email": "a@example.com"},
         {"email": "b@example.com"},
@@ -113,7 +116,7 @@ def test_text_fields_truncate_and_count() -> None:
         {"E": ["a@example.com", "b@example.com"], "F": [long_name, "x"], "T": ["t" * 300, "ok"]}
     )
     truncated: dict[str, int] = {}
-    contacts = [json.loads(text) for text in cc.contact_json(batch, plan, truncated).to_pylist()]
+    contacts = [json.loads(text) for text in contact_json(batch, plan, truncated).to_pylist()]
     assert contacts[0]["first_name"] == long_name[:50]
     assert contacts[0]["cf:tier"] == "t" * 255
     assert contacts[1] == {"email": "b@example.com", "first_name": "x", "cf:tier": "ok"}
@@ -140,8 +143,8 @@ def test_strict_and_int_fields_reject_rows() -> None:
         "birthday_day_invalid",
         "zip_too_long",
     ]
-    ok = batch.filter(pc.equal(codes, cc.OK))
-    assert json.loads(cc.contact_json(ok, plan, {})[0].as_py()) == {
+    ok = batch.filter(pc.equal(codes, fields.OK))
+    assert json.loads(contact_json(ok, plan, {})[0].as_py()) == {
         "email": "a@example.com",
         "phone": "+1 555 0100",
         "birthday_day": 7,
@@ -159,7 +162,7 @@ def test_non_string_columns_are_cast() -> None:
             "M": pa.array([3], pa.int8()),
         }
     )
-    contact = json.loads(cc.contact_json(batch, plan, {})[0].as_py())
+    contact = json.loads(contact_json(batch, plan, {})[0].as_py())
     assert contact == {"email": "a@example.com", "zip": "90210", "first_name": "Ann", "birthday_month": 3}
 
 
@@ -176,16 +179,16 @@ def test_non_string_columns_are_cast() -> None:
 )
 def test_field_mapping_validation(mapping: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        cc.validate_field_mapping(mapping)
+        fields.validate_field_mapping(mapping)
 
 
 def test_deduplicator_keeps_first_occurrence_across_batches() -> None:
     rng = random.Random(7)
     emails = [f"user{rng.randrange(3000)}@example.com" for _ in range(10_000)]
-    dedup = cc.EmailDeduplicator(partitions=8)
+    dedup = EmailDeduplicator(partitions=8)
     for start in range(0, len(emails), 1234):
         chunk = emails[start : start + 1234]
-        dedup.add(pa.array(chunk), pa.array(range(start, start + len(chunk)), pa.uint32()))
+        dedup.add(email_hashes(pa.array(chunk)), pa.array(range(start, start + len(chunk)), pa.uint32()))
     mask, duplicates = dedup.duplicate_mask(len(emails))
     seen: set[str] = set()
     expected = []

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from airflow_provider_constantcontact.utils.segment_source import (
-    SegmentSourceError,
+from airflow_provider_constantcontact.exceptions import SegmentSourceError
+from airflow_provider_constantcontact.export.source import (
     find_unreadable_file,
     resolve_segment_source,
 )

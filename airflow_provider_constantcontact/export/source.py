@@ -1,9 +1,11 @@
 """Resolve a segment source (file, folder, glob; local path or object-storage URI) to a dataset.
 
 The export reads only the columns it needs, batch by batch, so the source is opened as a
-``pyarrow.dataset`` over an explicit, sorted list of Parquet files. Files may have differing but
-compatible schemas (e.g. ``int32`` vs ``int64``, ``string`` vs ``large_string``): the needed
-columns are unified with Arrow's permissive promotion. Every problem names the file concerned:
+``pyarrow.dataset`` over an explicit list of Parquet files in path order. Files may have differing
+but compatible schemas (e.g. ``int32`` vs ``int64``, ``string`` vs ``large_string``, a dictionary
+column in one file and plain strings in another): the needed columns are unified with Arrow's
+permissive promotion. Folders written with Hive partitioning (``segment=vip/part-0.parquet``, as
+Spark writes them) expose their partition keys as string columns. Every problem names the file concerned:
 an unreadable footer when the source is resolved, a missing column or incompatible types when
 the dataset is made, and a corrupt data page, found only when scanning, through
 :func:`find_unreadable_file` on the scan's error path.
@@ -11,9 +13,10 @@ the dataset is made, and a corrupt data page, found only when scanning, through
 
 from __future__ import annotations
 
+import fnmatch
 import posixpath
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -21,7 +24,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from airflow_provider_constantcontact.exceptions import ConstantContactError
+from airflow_provider_constantcontact.exceptions import SegmentSourceError
 
 LOCAL_PROTOCOLS = frozenset({"", "file", "local"})
 GLOB_CHARS = frozenset("*?[")
@@ -29,8 +32,22 @@ GLOB_CHARS = frozenset("*?[")
 IGNORED_PREFIXES = (".", "_")
 
 
-class SegmentSourceError(ConstantContactError):
-    """The segment source cannot be read: no files, an unreadable or non-Parquet file, bad columns."""
+@dataclass(frozen=True)
+class SourceEntry:
+    """One entry of the ``source`` parameter as resolved: a file, a folder or a glob pattern."""
+
+    kind: str  # "file", "folder" or "glob"
+    path: str  # the file or folder, or the glob pattern, on the source's filesystem
+    base: str  # the folder partition keys are read below
+
+    def includes(self, path: str) -> bool:
+        """Whether a file at ``path`` would be read as part of this entry."""
+        if self.kind == "file":
+            return path == self.path
+        if self.kind == "glob" and not fnmatch.fnmatchcase(path, self.path):
+            return False
+        prefix = self.base.rstrip("/") + "/"
+        return path.startswith(prefix) and _is_data_file(path[len(prefix) :])
 
 
 @dataclass
@@ -42,6 +59,16 @@ class SegmentSource:
     schemas: list[pa.Schema]
     #: (size, modification time) of each file when the source was resolved.
     versions: list[tuple[int | None, Any]]
+    #: Hive partition keys and values of each file (``{"segment": "vip"}``), from its path.
+    partitions: list[dict[str, str]] = field(default_factory=list)
+    entries: list[SourceEntry] = field(default_factory=list)
+    protocol: str = ""
+
+    def includes(self, path: str, protocol: str) -> bool:
+        """Whether a file at ``path`` (on a filesystem of ``protocol``) is, or would be, read as input."""
+        if _protocol_key(protocol) != _protocol_key(self.protocol):
+            return False
+        return any(entry.includes(path) for entry in self.entries)
 
     def check_unchanged(self) -> None:
         """Raise SegmentSourceError naming the files rewritten since the source was resolved.
@@ -74,17 +101,24 @@ class SegmentSource:
         the columns that file has) or when two files hold a column with incompatible types.
         """
         columns = list(dict.fromkeys(columns))
-        for path, schema in zip(self.files, self.schemas, strict=True):
-            missing = [column for column in columns if column not in schema.names]
+        partitions = self.partitions or [{} for _ in self.files]
+        for path, schema, keys in zip(self.files, self.schemas, partitions, strict=True):
+            missing = [column for column in columns if column not in schema.names and column not in keys]
             if missing:
                 raise SegmentSourceError(
                     f"Column(s) {', '.join(map(repr, missing))} not found in {path}; "
-                    f"the columns that exist are: {', '.join(schema.names)}"
+                    f"the columns that exist are: {', '.join([*schema.names, *keys])}"
                 )
         fields = []
+        partition_columns = []
         for column in columns:
+            if column not in self.schemas[0].names and column in partitions[0]:
+                partition_columns.append(column)
+                fields.append(pa.field(column, pa.string()))
+                continue
             typed = [
-                (path, schema.field(column)) for path, schema in zip(self.files, self.schemas, strict=True)
+                (path, _plain(schema.field(column)))
+                for path, schema in zip(self.files, self.schemas, strict=True)
             ]
             try:
                 unified = pa.unify_schemas(
@@ -96,7 +130,43 @@ class SegmentSource:
                     f"Column {column!r} has incompatible types across files ({kinds})"
                 ) from err
             fields.append(unified.field(column))
-        return ds.dataset(self.files, schema=pa.schema(fields), format="parquet", filesystem=self.filesystem)
+        expressions = [_partition_expression(keys, partition_columns) for keys in partitions]
+        return ds.FileSystemDataset.from_paths(
+            self.files,
+            schema=pa.schema(fields),
+            format=ds.ParquetFileFormat(),
+            filesystem=self.filesystem,
+            partitions=expressions,
+        )
+
+
+def _plain(column: pa.Field) -> pa.Field:
+    """A dictionary column as its value type: files of one segment may encode a column either way."""
+    if pa.types.is_dictionary(column.type):
+        return column.with_type(column.type.value_type)
+    return column
+
+
+def _partition_expression(keys: dict[str, str], columns: list[str]) -> ds.Expression:
+    expression = ds.scalar(True)
+    for column in columns:
+        expression = expression & (ds.field(column) == keys[column])
+    return expression
+
+
+def _protocol_key(protocol: str | tuple[str, ...]) -> str:
+    protocol = protocol[0] if isinstance(protocol, tuple) else protocol
+    return "" if protocol in LOCAL_PROTOCOLS else protocol
+
+
+def _partition_keys(relative_path: str) -> dict[str, str]:
+    """``segment=vip/day=2/part-0.parquet`` -> ``{"segment": "vip", "day": "2"}`` (Hive style)."""
+    keys = {}
+    for part in relative_path.split("/")[:-1]:
+        key, sep, value = part.partition("=")
+        if sep and key:
+            keys[key] = value
+    return keys
 
 
 def _as_list(source: str | Sequence[str]) -> list[str]:
@@ -120,7 +190,8 @@ def resolve_segment_source(source: str | Sequence[str], *, conn_id: str | None =
     """
     from airflow.sdk import ObjectStoragePath
 
-    files: list[str] = []
+    found_files: dict[str, dict[str, str]] = {}
+    entries: list[SourceEntry] = []
     fsspec_fs: Any = None
     protocol = ""
     for entry in _as_list(source):
@@ -137,16 +208,24 @@ def resolve_segment_source(source: str | Sequence[str], *, conn_id: str | None =
             )
         if any(char in GLOB_CHARS for char in root):
             static = root[: min(root.index(char) for char in GLOB_CHARS if char in root)].rpartition("/")[0]
+            resolved = SourceEntry("glob", root, static)
             found = [p for p in fs.glob(root) if fs.isfile(p) and _is_data_file(posixpath.relpath(p, static))]
         elif fs.isdir(root):
+            resolved = SourceEntry("folder", root, root)
             found = [p for p in fs.find(root) if _is_data_file(posixpath.relpath(p, root))]
         elif fs.isfile(root):
+            resolved = SourceEntry("file", root, posixpath.dirname(root))
             found = [root]
         else:
             raise SegmentSourceError(f"Segment source {entry} does not exist")
         if not found:
             raise SegmentSourceError(f"No Parquet files found at {entry}")
-        files.extend(sorted(p for p in found if p not in files))
+        entries.append(resolved)
+        for path in found:
+            keys = _partition_keys(posixpath.relpath(path, resolved.base)) if resolved.kind != "file" else {}
+            found_files.setdefault(path, keys)
+    # Path order, whatever the order of the entries: it decides which duplicate row is kept.
+    files = sorted(found_files)
     filesystem: pafs.FileSystem
     if protocol in LOCAL_PROTOCOLS:
         filesystem = pafs.LocalFileSystem()
@@ -160,7 +239,13 @@ def resolve_segment_source(source: str | Sequence[str], *, conn_id: str | None =
         except (pa.ArrowException, OSError) as err:
             raise SegmentSourceError(f"Cannot read {file} as Parquet: {err}") from err
     return SegmentSource(
-        files=files, filesystem=filesystem, schemas=schemas, versions=_versions(filesystem, files)
+        files=files,
+        filesystem=filesystem,
+        schemas=schemas,
+        versions=_versions(filesystem, files),
+        partitions=[found_files[path] for path in files],
+        entries=entries,
+        protocol=protocol,
     )
 
 

@@ -8,7 +8,7 @@ import random
 import pyarrow as pa
 import pytest
 
-from airflow_provider_constantcontact.utils.import_batches import BodyBatcher, envelope
+from airflow_provider_constantcontact.export.batches import BodyBatcher, envelope
 
 LIST_IDS = ["6f0f6a8e-0000-4000-8000-000000000001", "6f0f6a8e-0000-4000-8000-000000000002"]
 

@@ -1,7 +1,7 @@
 """Cut encoded contacts into import request bodies of at most 4 MB and 40,000 contacts.
 
 Constant Contact imports only the first 4 MB of a larger body and silently drops the rest, so the
-bytes are counted exactly (limit: :data:`MAX_BODY_BYTES`): ``{"import_data":[`` + contacts joined
+bytes are counted exactly (limit: ``constants.MAX_IMPORT_BODY_BYTES``): ``{"import_data":[`` + contacts joined
 by ``,`` + ``],"list_ids":[...]}``.
 Contacts are packed greedily in order, which gives the fewest requests any in-order split can.
 """
@@ -15,16 +15,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-# The hook owns the API's limits: 4,000,000 bytes (the safe reading of "4 MB", which the hook
-# enforces) and 40,000 contacts a request.
-from airflow_provider_constantcontact.hooks.constantcontact import (
-    MAX_IMPORT_BODY_BYTES as MAX_BODY_BYTES,
-)
-from airflow_provider_constantcontact.hooks.constantcontact import (
-    MAX_IMPORT_CONTACTS as MAX_CONTACTS_PER_IMPORT,
-)
-
-_END = 2**31 - 1  # a slice position past the end of any value
+from airflow_provider_constantcontact.constants import MAX_IMPORT_BODY_BYTES, MAX_IMPORT_CONTACTS
+from airflow_provider_constantcontact.export.arrow_bytes import END, value_bytes
 
 
 def envelope(list_ids: Sequence[str]) -> tuple[bytes, bytes]:
@@ -48,8 +40,8 @@ class BodyBatcher:
         self,
         list_ids: Sequence[str],
         *,
-        max_bytes: int = MAX_BODY_BYTES,
-        max_contacts: int = MAX_CONTACTS_PER_IMPORT,
+        max_bytes: int = MAX_IMPORT_BODY_BYTES,
+        max_contacts: int = MAX_IMPORT_CONTACTS,
     ) -> None:
         self.prefix, self.suffix = envelope(list_ids)
         self.max_contacts = max_contacts
@@ -65,7 +57,7 @@ class BodyBatcher:
             return
         # Each contact followed by its comma, in one contiguous buffer: a body is then made of
         # zero-copy slices of such buffers (minus the very last comma) inside the envelope.
-        contacts = pc.binary_replace_slice(contacts, start=_END, stop=_END, replacement=",")
+        contacts = pc.binary_replace_slice(contacts, start=END, stop=END, replacement=",")
         sizes = pc.binary_length(contacts).cast(pa.int64())
         largest = pc.max(sizes).as_py()
         if largest > self.capacity:
@@ -78,7 +70,7 @@ class BodyBatcher:
             cumulative = pc.cumulative_sum(sizes.slice(0, room))
             fit = int(pc.sum(pc.less_equal(cumulative, self.capacity - self._bytes)).as_py() or 0)
             if fit:
-                self._pending.append(_data(contacts.slice(0, fit)))
+                self._pending.append(value_bytes(contacts.slice(0, fit)))
                 self._count += fit
                 self._bytes += int(cumulative[fit - 1].as_py())
                 contacts, sizes = contacts.slice(fit), sizes.slice(fit)
@@ -96,18 +88,9 @@ class BodyBatcher:
         body = b"".join((self.prefix, *self._pending, self.suffix))
         expected = len(self.prefix) + self._bytes - 1 + len(self.suffix)
         if len(body) != expected:  # the byte accounting is what keeps bodies under 4 MB: verify it
-            raise AssertionError(f"import body is {len(body)} bytes, expected {expected}")
+            raise RuntimeError(
+                f"import body is {len(body)} bytes, expected {expected} (a bug: please report)"
+            )
         result = ImportBody(body, self._count)
         self._pending, self._count, self._bytes = [], 0, 0
         return result
-
-
-def _data(values: pa.Array) -> pa.Buffer:
-    """The bytes of a (sliced) string array's values, back to back, without copying."""
-    width = 8 if pa.types.is_large_string(values.type) else 4
-    offsets, data = values.buffers()[1], values.buffers()[2]
-    first, last = (
-        int.from_bytes(offsets[(values.offset + i) * width : (values.offset + i + 1) * width], "little")
-        for i in (0, len(values))
-    )
-    return data.slice(first, last - first)

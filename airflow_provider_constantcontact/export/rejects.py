@@ -1,0 +1,88 @@
+"""Write the rows an export did not send to Parquet, streaming, so that no row is lost silently.
+
+The file holds the original mapped columns, as read, plus a ``reason`` column (a reject reason
+or ``duplicate``). It is written on every run that names a path, even when every row was sent
+(then it has no rows), so a file left over from an earlier run is never mistaken for this run's.
+It is written under a hidden temporary name beside the target and renamed into place only when
+complete: a run that fails midway leaves the previous file as it was, never a truncated one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+REASON_COLUMN = "reason"
+#: The file name used when ``rejects_path`` names a folder (ends with ``/``).
+DEFAULT_FILE_NAME = "rejects.parquet"
+
+
+def file_path(path: str) -> str:
+    """``path`` itself, or ``path`` + ``rejects.parquet`` when it names a folder (ends with ``/``)."""
+    return path + DEFAULT_FILE_NAME if path.endswith("/") else path
+
+
+def output_path(path: str, conn_id: str | None = None) -> Any:
+    """The ``ObjectStoragePath`` a rejects (or removals) file is written to."""
+    from airflow.sdk import ObjectStoragePath
+
+    path = file_path(path)
+    return ObjectStoragePath(path, conn_id=conn_id) if conn_id else ObjectStoragePath(path)
+
+
+class ParquetOutput:
+    """A Parquet file written batch by batch, published atomically by :meth:`close`.
+
+    ``rows`` counts the rows written so far. :meth:`abort` drops what was written.
+    """
+
+    def __init__(self, path: str, schema: pa.Schema, *, conn_id: str | None = None) -> None:
+        self.schema = schema
+        self.rows = 0
+        self.target = output_path(path, conn_id)
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        # Hidden (a leading dot): never read as segment data, even inside a source folder.
+        self._partial = self.target.parent / f".{self.target.name}.{uuid.uuid4().hex}.partial"
+        self._file = self._partial.open("wb")
+        self._writer = pq.ParquetWriter(self._file, self.schema)
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        """Append ``batch`` (of :attr:`schema`)."""
+        if batch.num_rows:
+            self._writer.write_batch(batch)
+            self.rows += batch.num_rows
+
+    def close(self) -> None:
+        """Finish the file and move it into place (also when it has no rows)."""
+        try:
+            self._writer.close()
+        finally:
+            self._file.close()
+        self._partial.fs.mv(self._partial.path, self.target.path)
+
+    def abort(self) -> None:
+        """Drop the partial file; the target keeps whatever it held before."""
+        try:
+            self._writer.close()
+            self._file.close()
+        finally:
+            self._partial.fs.rm(self._partial.path)
+
+
+class RejectsWriter(ParquetOutput):
+    """The rows not sent: the mapped columns as read plus their ``reason``."""
+
+    def __init__(self, path: str, schema: pa.Schema, *, conn_id: str | None = None) -> None:
+        if REASON_COLUMN in schema.names:
+            raise ValueError(f"A mapped column is named {REASON_COLUMN!r}; the rejects file needs that name")
+        super().__init__(path, schema.append(pa.field(REASON_COLUMN, pa.string())), conn_id=conn_id)
+
+    def write_rejects(self, rows: pa.RecordBatch, reasons: pa.Array) -> None:
+        """Append ``rows`` (the mapped columns) with their reject ``reasons``."""
+        if not rows.num_rows:
+            return
+        columns = [rows.column(i).cast(self.schema.field(i).type) for i in range(rows.num_columns)]
+        self.write(pa.record_batch([*columns, reasons.cast(pa.string())], schema=self.schema))

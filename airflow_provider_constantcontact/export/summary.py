@@ -1,0 +1,49 @@
+"""The export's summary: the operator's return value (XCom ``return_value``), one typed definition.
+
+Counts and ids only: never an email, a name or a token. Keys marked optional appear only in the
+situations their comment names. ``docs/export-operator.md`` shows an example.
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+
+class _Always(TypedDict):
+    """The keys every summary has."""
+
+    #: Every activity started (imports, then removals in mirror mode), for the sensor.
+    activity_ids: list[str]
+    list_ids: list[str]
+    #: Rows of the segment (after the ``segments`` filter).
+    rows_read: int
+    contacts_submitted: int
+    duplicates: int
+    #: Reject reason -> rows.
+    rejected: dict[str, int]
+    #: Import requests sent (or that a dry run would send) and their bytes.
+    batches: int
+    bytes_submitted: int
+    #: Field -> values shortened to the field's limit.
+    truncated: dict[str, int]
+    dry_run: bool
+    files: int
+
+
+class ExportSummary(_Always, total=False):
+    """What one export run did (and, after waiting, what Constant Contact reported)."""
+
+    #: With ``segment_column``: rows of other segments.
+    rows_filtered_out: int
+    #: With ``rejects_path``: where the rows not sent went, and how many.
+    rejects_path: str
+    rejects_written: int
+    #: After waiting: the activities' counters summed, their states, and ``waited``.
+    items_total_count: int
+    items_completed_count: int
+    person_count: int
+    error_count: int
+    correctable_count: int
+    cannot_add_to_list_count: int
+    activity_states: dict[str, str]
+    waited: bool
