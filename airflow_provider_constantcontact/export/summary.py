@@ -47,3 +47,15 @@ class ExportSummary(_Always, total=False):
     cannot_add_to_list_count: int
     activity_states: dict[str, str]
     waited: bool
+    #: list_names with create_missing_lists: the names created (or, in a dry run, to create).
+    lists_created: list[str]
+    lists_to_create: list[str]
+    #: Mirror mode: list id -> memberships removed (or that a dry run would remove), list id ->
+    #: members before the run, the removal activities (also in activity_ids), the contacts
+    #: listing's requests, and with removals_path the file of removed memberships.
+    removed: dict[str, int]
+    members_before: dict[str, int]
+    removal_activity_ids: list[str]
+    listing_requests: int
+    removals_path: str
+    removals_written: int

@@ -22,8 +22,9 @@ from airflow_provider_constantcontact.exceptions import (
     ConstantContactNotFoundError,
     ConstantContactValidationError,
 )
-from airflow_provider_constantcontact.export.engine import ExportSettings, SegmentExport
+from airflow_provider_constantcontact.export.engine import SegmentExport
 from airflow_provider_constantcontact.export.fields import ContactPlan
+from airflow_provider_constantcontact.export.settings import SYNC_MODES, ExportSettings, ListTargets
 from airflow_provider_constantcontact.export.source import resolve_segment_source
 from airflow_provider_constantcontact.export.summary import ExportSummary
 from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
@@ -45,13 +46,27 @@ if TYPE_CHECKING:
 MAX_LIST_GETS = 2
 
 
-def normalize_list_ids(value: Any) -> list[str]:
-    """One id, a comma-separated string or a list -> a de-duplicated list of 1 to 50 ids."""
+def normalize_list_ids(value: Any, *, names: int = 0) -> list[str]:
+    """One id, a comma-separated string or a list -> a de-duplicated list of ids.
+
+    With the ``names`` lists named besides, 1 to 50 lists in all.
+    """
     items = parse_list(value, "list_ids", split_commas=True)
     ids = list(dict.fromkeys(str(item).strip() for item in items if str(item).strip()))
-    if not 1 <= len(ids) <= MAX_LISTS_PER_REQUEST:
-        raise ValueError(f"list_ids must hold 1 to {MAX_LISTS_PER_REQUEST} contact list ids, got {len(ids)}")
+    if not 1 <= len(ids) + names <= MAX_LISTS_PER_REQUEST:
+        what = "list_ids" if not names else f"list_ids and list_names ({names} names)"
+        raise ValueError(
+            f"{what} must hold 1 to {MAX_LISTS_PER_REQUEST} contact lists in all, got {len(ids) + names}"
+        )
     return ids
+
+
+def normalize_list_names(value: Any) -> list[str]:
+    """List names as given (one name, a list, or a rendered list), stripped and de-duplicated."""
+    names = [str(item).strip() for item in parse_list(value, "list_names")]
+    if any(not name for name in names):
+        raise ValueError("list_names holds an empty name")
+    return list(dict.fromkeys(names))
 
 
 class ConstantContactSegmentExportOperator(BaseOperator):
@@ -59,7 +74,18 @@ class ConstantContactSegmentExportOperator(BaseOperator):
 
     :param source: A Parquet file, a folder of Parquet files or a glob; a local path or a URI
         ``ObjectStoragePath`` understands (``file://``, ``s3://``, ...), or a list of them. Templated.
-    :param list_ids: One contact list id or a list of up to 50. Templated.
+    :param list_ids: One contact list id or a list (up to 50 lists with ``list_names``). Templated.
+    :param list_names: Contact lists by name, besides or instead of ``list_ids``; resolved in one
+        pass over the account's lists. Templated.
+    :param create_missing_lists: Create the lists of ``list_names`` that do not exist (not in a
+        dry run, which reports them); False: an unknown name fails before anything is sent.
+    :param sync_mode: ``"upsert"`` adds and updates contacts; ``"mirror"`` also removes from each
+        list the members whose email is not in the segment, so the list equals the segment.
+        Templated.
+    :param max_removal_ratio: Mirror mode: fail, before any change to any list, when a list would
+        lose more than this share of its members; 1.0 turns the guard off. Templated.
+    :param removals_path: Mirror mode: where to write one Parquet row per removed membership
+        (``list_id``, ``contact_id``, ``email``). Templated.
     :param field_mapping: Constant Contact field -> Parquet column, e.g. ``{"email": "EmailAddress",
         "first_name": "FirstName", "cf:loyalty_tier": "Tier"}``; ``email`` is required. Templated.
     :param segment_column: Column holding the segment of each row. Templated.
@@ -88,8 +114,17 @@ class ConstantContactSegmentExportOperator(BaseOperator):
         "max_contacts",
         "max_error_ratio",
         "dry_run",
+        "list_names",
+        "sync_mode",
+        "max_removal_ratio",
+        "removals_path",
     )
-    template_fields_renderers = {"field_mapping": "json", "segments": "json", "list_ids": "json"}
+    template_fields_renderers = {
+        "field_mapping": "json",
+        "segments": "json",
+        "list_ids": "json",
+        "list_names": "json",
+    }
     ui_color = "#1856ed"
     ui_fgcolor = "#ffffff"
 
@@ -97,8 +132,13 @@ class ConstantContactSegmentExportOperator(BaseOperator):
         self,
         *,
         source: str | Sequence[str],
-        list_ids: str | Sequence[str],
         field_mapping: Mapping[str, str] | str,
+        list_ids: str | Sequence[str] | None = None,
+        list_names: str | Sequence[str] | None = None,
+        create_missing_lists: bool = False,
+        sync_mode: str = "upsert",
+        max_removal_ratio: float | str = 0.1,
+        removals_path: str | None = None,
         segment_column: str | None = None,
         segments: Sequence[Any] | str | None = None,
         source_conn_id: str | None = None,
@@ -117,6 +157,11 @@ class ConstantContactSegmentExportOperator(BaseOperator):
         super().__init__(**kwargs)
         self.source = source
         self.list_ids = list_ids
+        self.list_names = list_names
+        self.create_missing_lists = create_missing_lists
+        self.sync_mode = sync_mode
+        self.max_removal_ratio = max_removal_ratio
+        self.removals_path = removals_path
         self.field_mapping = field_mapping
         self.segment_column = segment_column
         self.segments = segments
@@ -147,8 +192,14 @@ class ConstantContactSegmentExportOperator(BaseOperator):
         if segment_column is not None and not segments:
             raise ValueError(f"segment_column {segment_column!r} is set, so segments must list at least one")
         max_contacts = parse_number(self.max_contacts, "max_contacts", integer=True, minimum=0)
+        sync_mode = (optional_text(self.sync_mode, "sync_mode") or "upsert").lower()
+        if sync_mode not in SYNC_MODES:
+            raise ValueError(f"sync_mode must be one of {', '.join(SYNC_MODES)}, got {self.sync_mode!r}")
+        removals_path = optional_text(self.removals_path, "removals_path")
+        if removals_path and sync_mode != "mirror":
+            raise ValueError("removals_path needs sync_mode='mirror': only mirror mode removes members")
+        max_removal_ratio = parse_number(self.max_removal_ratio, "max_removal_ratio", minimum=0, maximum=1)
         return ExportSettings(
-            list_ids=normalize_list_ids(self.list_ids),
             plan=ContactPlan(parse_mapping(self.field_mapping, "field_mapping")),
             segment_column=segment_column,
             segments=segments or None,
@@ -156,6 +207,9 @@ class ConstantContactSegmentExportOperator(BaseOperator):
             storage_conn_id=self.source_conn_id,
             max_contacts=None if max_contacts is None else int(max_contacts),
             dry_run=parse_bool(self.dry_run, "dry_run"),
+            sync_mode=sync_mode,
+            max_removal_ratio=0.1 if max_removal_ratio is None else float(max_removal_ratio),
+            removals_path=removals_path,
         )
 
     def _max_error_ratio(self) -> float | None:
@@ -166,12 +220,13 @@ class ConstantContactSegmentExportOperator(BaseOperator):
         """Check everything, export in two passes, then (optionally) wait; return the summary."""
         settings = self._settings()
         max_error_ratio = self._max_error_ratio()
+        list_names = normalize_list_names(self.list_names)
+        list_ids = normalize_list_ids(self.list_ids, names=len(list_names))
         sources = parse_list(self.source, "source")
         source = resolve_segment_source(sources, conn_id=self.source_conn_id)
         export = SegmentExport(source, settings, self.log)
-        self._preflight(settings)
-        scan = export.scan()
-        summary = export.import_segment(None if settings.dry_run else self.hook, scan)
+        targets = self._preflight(settings, list_ids, list_names)
+        summary = export.run(self.hook, targets)
         self.log.info("Export summary: %s", {k: v for k, v in summary.items() if k != "activity_ids"})
         activity_ids = summary["activity_ids"]
         context["ti"].xcom_push(key="activity_ids", value=activity_ids)
@@ -231,10 +286,16 @@ class ConstantContactSegmentExportOperator(BaseOperator):
             totals["cannot_add_to_list_count"],
         )
         sent = summary["contacts_submitted"]
-        if totals["items_total_count"] != sent:
+        removal_ids = set(summary.get("removal_activity_ids", []))
+        imported = sum(
+            entry["status"]["items_total_count"]
+            for activity_id, entry in result["activities"].items()
+            if activity_id not in removal_ids
+        )
+        if imported != sent:
             raise ConstantContactImportError(
-                f"Constant Contact reports {totals['items_total_count']:,} items for the import activities "
-                f"but the export sent {sent:,} contacts: {sent - totals['items_total_count']:,} contacts "
+                f"Constant Contact reports {imported:,} items for the import activities "
+                f"but the export sent {sent:,} contacts: {sent - imported:,} contacts "
                 "were dropped by the service (a body cut short?). Re-running the export is safe."
             )
         return summary
@@ -276,15 +337,61 @@ class ConstantContactSegmentExportOperator(BaseOperator):
                 "(default https://api.cc.email/v3); nothing was sent"
             )
 
-    def _preflight(self, settings: ExportSettings) -> None:
-        """Every list and custom field must exist before anything is sent."""
-        unknown = self._unknown_list_ids(settings.list_ids)
-        if unknown:
-            if len(unknown) == len(settings.list_ids):  # a wrong API URL makes every id unknown
-                self._check_api_url()
+    def _resolve_names(self, list_ids: list[str], list_names: list[str]) -> ListTargets:
+        """Ids for ``list_names`` (and a check of ``list_ids``) in one pass over the account's lists."""
+        by_name: dict[str, list[str]] = {}
+        known_ids = set()
+        try:
+            for contact_list in self.hook.iter_contact_lists():
+                known_ids.add(contact_list.get("list_id"))
+                by_name.setdefault(str(contact_list.get("name")), []).append(contact_list.get("list_id"))
+        except ConstantContactNotFoundError:
+            self._check_api_url()
+            raise
+        unknown_ids = [list_id for list_id in list_ids if list_id not in known_ids]
+        if unknown_ids:
             raise ConstantContactNotFoundError(
-                f"Unknown Constant Contact list id(s): {', '.join(unknown)}; nothing was sent"
+                f"Unknown Constant Contact list id(s): {', '.join(unknown_ids)}; nothing was sent"
             )
+        resolved, missing = list(list_ids), []
+        for name in list_names:
+            found = by_name.get(name, [])
+            if len(found) > 1:
+                raise ConstantContactValidationError(
+                    f"{len(found)} contact lists are named {name!r} ({', '.join(found)}): give the one "
+                    "meant in list_ids instead; nothing was sent"
+                )
+            if found:
+                resolved.append(found[0])
+                continue
+            near = [other for other in by_name if other.casefold() == name.casefold()]
+            if near:
+                raise ConstantContactNotFoundError(
+                    f"No contact list is named {name!r}, but {near[0]!r} is: list names are matched "
+                    "exactly; nothing was sent"
+                )
+            missing.append(name)
+        if missing and not self.create_missing_lists:
+            raise ConstantContactNotFoundError(
+                f"No contact list is named {', '.join(map(repr, missing))}: create it in Constant Contact "
+                "or set create_missing_lists=True; nothing was sent"
+            )
+        self.log.info("Lists by name: %d found, %d to create", len(list_names) - len(missing), len(missing))
+        return ListTargets(list(dict.fromkeys(resolved)), missing)
+
+    def _preflight(self, settings: ExportSettings, list_ids: list[str], list_names: list[str]) -> ListTargets:
+        """Every list and custom field must exist (or be creatable) before anything is sent."""
+        if list_names:
+            targets = self._resolve_names(list_ids, list_names)
+        else:
+            unknown = self._unknown_list_ids(list_ids)
+            if unknown:
+                if len(unknown) == len(list_ids):  # a wrong API URL makes every id unknown
+                    self._check_api_url()
+                raise ConstantContactNotFoundError(
+                    f"Unknown Constant Contact list id(s): {', '.join(unknown)}; nothing was sent"
+                )
+            targets = ListTargets(list_ids)
         custom_fields = settings.plan.custom_fields
         if custom_fields:
             existing = {field.get("name") for field in self.hook.get_custom_fields()}
@@ -295,3 +402,4 @@ class ConstantContactSegmentExportOperator(BaseOperator):
                     "(create them first; the name after 'cf:' is the field's name, not its label); "
                     "nothing was sent"
                 )
+        return targets

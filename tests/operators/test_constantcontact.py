@@ -22,7 +22,7 @@ from airflow_provider_constantcontact.exceptions import (
     ConstantContactValidationError,
     SegmentSourceError,
 )
-from airflow_provider_constantcontact.export import engine
+from airflow_provider_constantcontact.export import engine, passes
 from airflow_provider_constantcontact.export.batches import envelope
 from airflow_provider_constantcontact.operators.constantcontact import (
     ConstantContactSegmentExportOperator,
@@ -447,7 +447,7 @@ def test_wait_adds_final_counters(make_export, constantcontact_sandbox, tmp_path
 
 def test_mismatch_between_sent_and_reported_fails_loudly(make_export, tmp_path, monkeypatch) -> None:
     # A body of 45,000 contacts: the service keeps 40,000 and drops the rest without an error.
-    monkeypatch.setattr(engine, "MAX_IMPORT_CONTACTS", 45_000)
+    monkeypatch.setattr(passes, "MAX_IMPORT_CONTACTS", 45_000)
     source = write_parquet(tmp_path / "s.parquet", {"Email": [f"d{i}@e.io" for i in range(45_000)]})
     operator = make_export(source=str(source), field_mapping={"email": "Email"}, wait_for_completion=True)
     with pytest.raises(
@@ -512,6 +512,10 @@ def test_template_fields() -> None:
         "max_contacts",
         "max_error_ratio",
         "dry_run",
+        "list_names",
+        "sync_mode",
+        "max_removal_ratio",
+        "removals_path",
     }
 
 

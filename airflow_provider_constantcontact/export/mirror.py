@@ -1,0 +1,165 @@
+"""Mirror mode: after the import, remove from each list the members who are not in the segment.
+
+A member is "in the segment" when some selected row has its email, compared the way the export
+normalises emails (trimmed, ASCII lower-cased), whether or not that row was sent: a row rejected
+for another field (a phone number too long) keeps its contact on the list. Members are read with
+the contacts listing (``GET /contacts?lists=<id>``, 500 a page: members / 500 requests), their
+emails hashed and compared with the segment's hashes in one Arrow set lookup per list. Memory
+per member is a few dozen bytes of Arrow buffers (contact id, email, hash), no Python object.
+
+The removal guard runs after every list was read and before anything changes: when any list
+would lose more than ``max_removal_ratio`` of its members, or the segment has no valid contact
+at all, nothing is imported or removed for any list. Removal takes contact ids, at most 500 a
+request, and never deletes a contact. See docs/export-operator.md "Mirror mode".
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from airflow_provider_constantcontact.constants import MAX_CONTACT_IDS_PER_REMOVAL, MAX_PAGE_SIZE
+from airflow_provider_constantcontact.exceptions import ConstantContactExportError
+from airflow_provider_constantcontact.export.cleaning import normalize_emails
+from airflow_provider_constantcontact.export.dedup import email_hashes
+from airflow_provider_constantcontact.export.rejects import ParquetOutput
+
+if TYPE_CHECKING:
+    from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
+
+#: Log the listing's progress every this many pages (20 pages: 10,000 members, ~5 s at 4/s).
+PROGRESS_EVERY_PAGES = 20
+REMOVALS_SCHEMA = pa.schema(
+    [pa.field("list_id", pa.string()), pa.field("contact_id", pa.string()), pa.field("email", pa.string())]
+)
+
+
+@dataclass(frozen=True)
+class ListRemovals:
+    """One list's members before the run and those to remove (contact ids and emails, in order)."""
+
+    list_id: str
+    members_before: int
+    contact_ids: pa.Array
+    emails: pa.Array
+
+    @property
+    def count(self) -> int:
+        return len(self.contact_ids)
+
+
+def read_removals(
+    hook: ConstantContactHook,
+    list_id: str,
+    segment_hashes: pa.Array,
+    log: logging.Logger | Any,
+) -> tuple[ListRemovals, int]:
+    """Read every member of ``list_id``; those whose email is not in the segment; and the requests made.
+
+    ``segment_hashes`` are the hashes of every normalised email of the segment's selected rows.
+    """
+    started = time.monotonic()
+    ids: list[pa.Array] = []
+    emails: list[pa.Array] = []
+    requests = members = 0
+    for page in hook.iter_contact_pages(list_id, limit=MAX_PAGE_SIZE):
+        requests += 1
+        members += len(page)
+        if page:
+            ids.append(pa.array([contact.get("contact_id") for contact in page], pa.string()))
+            emails.append(
+                pa.array(
+                    [(contact.get("email_address") or {}).get("address") for contact in page], pa.string()
+                )
+            )
+        if requests % PROGRESS_EVERY_PAGES == 0:
+            log.info(
+                "Reading the members of list %s: %d so far in %d requests (%.0fs)",
+                list_id,
+                members,
+                requests,
+                time.monotonic() - started,
+            )
+    all_ids = pa.concat_arrays(ids) if ids else pa.array([], pa.string())
+    all_emails = pa.concat_arrays(emails) if emails else pa.array([], pa.string())
+    normalised = normalize_emails(all_emails)
+    # A member without an email (an SMS-only contact) is in no segment of emails: it leaves.
+    hashes = email_hashes(pc.fill_null(normalised, ""))
+    in_segment = pc.and_(pc.is_valid(normalised), pc.is_in(hashes, value_set=segment_hashes))
+    leave = pc.invert(in_segment)
+    log.info(
+        "List %s has %d members (%d requests, %.1fs); %d are not in the segment",
+        list_id,
+        members,
+        requests,
+        time.monotonic() - started,
+        pc.sum(leave).as_py() or 0,
+    )
+    return ListRemovals(list_id, members, all_ids.filter(leave), all_emails.filter(leave)), requests
+
+
+def check_removal_guard(removals: Sequence[ListRemovals], *, max_removal_ratio: float, contacts: int) -> None:
+    """Refuse, before any change to any list, removals over the ratio or an empty segment emptying a list."""
+    problems = []
+    for plan in removals:
+        if not plan.count:
+            continue
+        if contacts == 0:
+            problems.append(
+                f"list {plan.list_id}: the segment has no valid contact, so mirroring would remove all "
+                f"{plan.count:,} members (an empty segment never empties a list)"
+            )
+            continue
+        ratio = plan.count / plan.members_before
+        if ratio > max_removal_ratio:
+            problems.append(
+                f"list {plan.list_id}: {plan.count:,} of its {plan.members_before:,} members "
+                f"({ratio:.1%}) would be removed, more than max_removal_ratio={max_removal_ratio:g}"
+            )
+    if problems:
+        raise ConstantContactExportError(
+            "Mirror removal guard: "
+            + "; ".join(problems)
+            + ". Nothing was imported or removed for any list. If the segment is right, raise "
+            "max_removal_ratio (1.0 turns the guard off) and run again; otherwise fix the segment."
+        )
+
+
+def send_removals(
+    hook: ConstantContactHook | None, removals: Sequence[ListRemovals], log: logging.Logger | Any
+) -> list[str]:
+    """Remove the memberships, 500 contact ids a request (``hook`` None: a dry run); the activity ids."""
+    activity_ids: list[str] = []
+    for plan in removals:
+        if hook is None or not plan.count:
+            continue
+        for start in range(0, plan.count, MAX_CONTACT_IDS_PER_REMOVAL):
+            chunk = plan.contact_ids.slice(start, MAX_CONTACT_IDS_PER_REMOVAL).to_pylist()
+            activity = hook.remove_list_memberships(chunk, [plan.list_id])
+            activity_ids.append(activity["activity_id"])
+        requests = -(-plan.count // MAX_CONTACT_IDS_PER_REMOVAL)
+        log.info("Removing %d members from list %s (%d requests)", plan.count, plan.list_id, requests)
+    return activity_ids
+
+
+def write_removals(path: str, removals: Sequence[ListRemovals], conn_id: str | None) -> int:
+    """One Parquet row per removed (or, in a dry run, to-be-removed) membership; the rows written."""
+    output = ParquetOutput(path, REMOVALS_SCHEMA, conn_id=conn_id)
+    try:
+        for plan in removals:
+            if plan.count:
+                list_ids = pa.repeat(pa.scalar(plan.list_id, pa.string()), plan.count)
+                output.write(
+                    pa.record_batch([list_ids, plan.contact_ids, plan.emails], schema=REMOVALS_SCHEMA)
+                )
+    except BaseException:
+        output.abort()
+        raise
+    output.close()
+    return output.rows

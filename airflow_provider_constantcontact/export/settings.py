@@ -1,0 +1,45 @@
+"""What an export is asked to do: its validated settings and its target lists."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_provider_constantcontact.export.fields import ContactPlan
+
+SYNC_MODES = ("upsert", "mirror")
+#: Stands in for the id of a list a dry run would create (same length as a real id: body sizes).
+NEW_LIST_PLACEHOLDER = "00000000-0000-0000-0000-000000000000"
+
+
+@dataclass(frozen=True)
+class ListTargets:
+    """The lists to export to: existing ones by id, and names of lists to create first."""
+
+    list_ids: list[str]
+    names_to_create: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """Everything an export needs to know besides the data, the lists and the hook, already validated."""
+
+    plan: ContactPlan
+    segment_column: str | None = None
+    segments: list[Any] | None = None
+    rejects_path: str | None = None
+    #: Connection for object storage (the source, the rejects file).
+    storage_conn_id: str | None = None
+    max_contacts: int | None = None
+    dry_run: bool = False
+    #: "upsert" adds and updates; "mirror" also removes members who are not in the segment.
+    sync_mode: str = "upsert"
+    max_removal_ratio: float = 0.1
+    removals_path: str | None = None
+
+    @property
+    def columns(self) -> list[str]:
+        """Every column the export reads: the mapped ones and the segment column."""
+        return list(
+            dict.fromkeys([*self.plan.columns, *([self.segment_column] if self.segment_column else [])])
+        )
