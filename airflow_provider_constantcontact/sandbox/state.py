@@ -292,10 +292,10 @@ class SandboxState:
     def add_list_members(self, list_id: str, emails: Iterable[str], fields: dict[str, Any]) -> list[str]:
         """Store contacts and add them to a list directly (seeding: no import, no activity).
 
-        New addresses are created with ``fields``; existing ones get ``fields`` and are revived
-        if deleted. Every address is added, unsubscribed or not. Returns the contact ids in the
-        order of ``emails``. KeyError for an unknown list, ValueError for an invalid address or
-        an unknown property.
+        New addresses are created with ``fields``; existing ones get the address as given and
+        ``fields`` (as an import would), and are revived if deleted. Every address is added,
+        unsubscribed or not. Returns the contact ids in the order of ``emails``. KeyError for
+        an unknown list, ValueError for an invalid address or an unknown property.
         """
         if list_id not in self.lists:
             raise KeyError(f"unknown list id {list_id}")
@@ -333,7 +333,8 @@ class SandboxState:
             record = stored.get(key)
             if record is None:
                 self._add_contact(key, {"email": email, **fields}, now)
-            else:
+            else:  # as an import would: the address as given, then the fields
+                record["email"] = email
                 record.update(fields)
                 record[UPDATED] = now
         if self.deleted:
