@@ -31,7 +31,6 @@ from airflow_provider_constantcontact.sandbox.activities import (
     CANNOT_ADD,
     CORRECTABLE,
     ERROR,
-    OK,
     REMOVE,
     Activity,
     iso,
@@ -273,11 +272,11 @@ class SandboxState:
         none is a member yet (the bulk path of ``add_list_members``)."""
         members = self.memberships[list_id]
         if indexes is None:
-            new = list(dict.fromkeys(filterfalse(members.__contains__, keys)))
+            new: Iterable[str] = list(dict.fromkeys(filterfalse(members.__contains__, keys)))
             indexes = list(map(itemgetter(INDEX), map(self.contacts.__getitem__, new)))
         else:
-            new = list(keys)
-        if new:
+            new = keys
+        if indexes:
             members.update(new)
             self.member_order[list_id].add(indexes)
 
@@ -517,6 +516,8 @@ class SandboxState:
         now = time.time()
         stored = self.contacts
         contact_keys = self._contact_keys
+        first_new = len(contact_keys)
+        updated: list[str] = []
         for key, props in zip(keys, contacts, strict=True):
             if key is None:
                 continue
@@ -529,13 +530,18 @@ class SandboxState:
             else:
                 contact.update(props)
                 contact[UPDATED] = now
-        added = keys
-        if any(outcomes):
-            added = [key for key, outcome in zip(keys, outcomes, strict=True) if outcome == OK]
-        if self.deleted and not self.deleted.isdisjoint(keys):
-            self.deleted.difference_update(keys)  # an import revives a deleted contact
+                updated.append(key)
+        if self.deleted and not self.deleted.isdisjoint(updated):
+            self.deleted.difference_update(updated)  # an import revives a deleted contact
+        # New contacts (distinct, in no list yet, never unsubscribed: mark_unsubscribed stores
+        # its addresses) join with their known indexes; updated ones through the general path.
+        created = contact_keys[first_new:]
+        if unsubscribed and updated:
+            updated = [key for key in updated if key not in unsubscribed]
         for list_id in dict.fromkeys(list_ids):
-            self._add_members(list_id, added)
+            self._add_members(list_id, created, list(range(first_new, len(contact_keys))))
+            if updated:
+                self._add_members(list_id, updated)
         return bytes(outcomes)
 
     def accept_remove(self, contact_ids: list[str], list_ids: list[str]) -> Activity:
