@@ -28,6 +28,17 @@ from airflow_provider_constantcontact.sandbox.constants import (
 )
 from airflow_provider_constantcontact.sandbox.emulator import ConstantContactSandbox
 
+#: The addresses ``--fill-list`` adds (the same ones to every list it fills).
+FILL_EMAIL = "member{n}@example.com"
+
+
+def _fill_spec(value: str) -> tuple[str, int]:
+    """``NAME=COUNT`` of ``--fill-list``."""
+    name, sep, count = value.rpartition("=")
+    if not sep or not name or not count.isdigit():
+        raise argparse.ArgumentTypeError("expected NAME=COUNT, e.g. Newsletter=100000")
+    return name, int(count)
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line flags (one per constructor option)."""
@@ -78,6 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="seed a contact list (repeatable)",
     )
     add(
+        "--fill-list",
+        dest="fill_lists",
+        action="append",
+        default=[],
+        type=_fill_spec,
+        metavar="NAME=COUNT",
+        help=f"add COUNT members {FILL_EMAIL.format(n=0)}, {FILL_EMAIL.format(n=1)}, ... to list NAME "
+        "(created if not seeded by --list; repeatable)",
+    )
+    add(
         "--custom-field",
         dest="custom_fields",
         action="append",
@@ -119,6 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         device_poll_interval=args.device_poll_interval,
         verbose=args.verbose,
     )
+    for name, count in args.fill_lists:
+        list_id = sandbox.list_ids.get(name) or sandbox.create_list(name)
+        sandbox.add_list_members(list_id, [FILL_EMAIL.format(n=n) for n in range(count)])
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -138,7 +162,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"  Client secret:        {sandbox.client_secret}",
             f"  Refresh token:        {sandbox.refresh_token}",
         ]
-        lines += [f"  List id:              {list_id}  {name}" for name, list_id in sandbox.list_ids.items()]
+        lines += [
+            f"  List id:              {list_id}  {name}" + (f" ({count:,} members)" if count else "")
+            for name, list_id in sandbox.list_ids.items()
+            for count in [len(sandbox.state.memberships[list_id])]
+        ]
         lines += [
             f"  Custom field id:      {field_id}  cf:{name}"
             for name, field_id in sandbox.custom_field_ids.items()

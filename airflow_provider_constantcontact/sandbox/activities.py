@@ -12,6 +12,11 @@ CORRECTABLE = 1  # not imported: invalid email format
 ERROR = 2  # not imported or not found for another reason (no email, unknown contact id)
 CANNOT_ADD = 3  # contact updated but previously unsubscribed: not added to the lists
 
+#: Kinds of activity (the endpoint that created it); they differ in their ``status`` counters.
+IMPORT = "contacts_json_import"
+REMOVE = "remove_list_memberships"
+ACTIVITY_KINDS = (IMPORT, REMOVE)
+
 
 def iso(ts: float) -> str:
     """An API timestamp (UTC, ISO 8601 with a Z)."""
@@ -24,7 +29,9 @@ class Activity:
     ``outcomes`` is None until the activity's items have been applied to the account: until
     then it stays ``initialized`` (its simulated processing time still counts from creation).
     With ``fail_errors`` set it ends in ``fail_state`` (failed, cancelled or timed_out) instead
-    of ``completed``.
+    of ``completed``. ``kind`` is ``IMPORT`` or ``REMOVE``: a removal's ``status`` holds
+    ``items_total_count``, ``items_completed_count`` and ``list_count`` only (no
+    ``person_count`` or error counters), as the real service's does.
     """
 
     __slots__ = (
@@ -32,6 +39,8 @@ class Activity:
         "created_at",
         "fail_errors",
         "fail_state",
+        "kind",
+        "list_count",
         "outcomes",
         "progress",
         "total",
@@ -45,12 +54,17 @@ class Activity:
         fail_errors: list[str] | None = None,
         outcomes: bytes | None = None,
         fail_state: str = "failed",
+        *,
+        kind: str = IMPORT,
+        list_count: int = 0,
     ) -> None:
         self.activity_id = str(uuid.uuid4())
         self.total = total
         self.outcomes = outcomes
         self.fail_errors = fail_errors
         self.fail_state = fail_state
+        self.kind = kind
+        self.list_count = list_count
         self.created_at = self.updated_at = time.time()
         self.progress = 0.0
         self.updated = time.monotonic()
@@ -88,7 +102,14 @@ class Activity:
     def to_json(self) -> dict:
         """The activity as ``GET /v3/activities/{id}`` returns it."""
         state, done, total = self.state, self.done, self.total
-        if state == self.fail_state and self.fail_errors is not None:
+        failed = state == self.fail_state and self.fail_errors is not None
+        if self.kind == REMOVE:
+            done = total if failed else done
+            status = {"items_total_count": total, "items_completed_count": done}
+            status["list_count"] = self.list_count
+            percent = 100 if failed or state == "completed" else (done * 100) // total if total else 0
+            errors = list(self.fail_errors or []) if failed else []
+        elif failed:
             status = dict.fromkeys(("person_count", "correctable_count", "cannot_add_to_list_count"), 0)
             status.update(items_total_count=total, items_completed_count=total, error_count=total)
             percent, errors = 100, list(self.fail_errors or [])

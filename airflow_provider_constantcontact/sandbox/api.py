@@ -11,6 +11,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 from urllib.parse import urlencode
 
@@ -18,7 +19,9 @@ from airflow_provider_constantcontact.sandbox.activities import iso
 from airflow_provider_constantcontact.sandbox.constants import (
     ACTIVITY_STATES,
     CONTACT_STATUSES,
+    MAX_CONTACTS_PAGE,
     MAX_LIST_IDS,
+    MAX_QUERY_LISTS,
     MAX_REMOVE_CONTACT_IDS,
 )
 from airflow_provider_constantcontact.sandbox.errors import (
@@ -28,7 +31,15 @@ from airflow_provider_constantcontact.sandbox.errors import (
     reject_unknown_properties,
 )
 from airflow_provider_constantcontact.sandbox.imports import parse_json_body, take_import, validate_contacts
-from airflow_provider_constantcontact.sandbox.state import CREATED, UPDATED, SandboxState
+from airflow_provider_constantcontact.sandbox.state import (
+    ACTIVE,
+    CREATED,
+    DEFAULT_STATUSES,
+    DELETED,
+    UNSUBSCRIBED,
+    UPDATED,
+    SandboxState,
+)
 
 _MAX_SNAPSHOTS = 64
 _CONTACT_FIELDS = (
@@ -53,6 +64,33 @@ _ADDRESS_KINDS = {"": "home", "home_": "home", "work_": "work", "other_": "other
 _LIST_PROPERTIES = frozenset({"name", "description", "favorite"})
 _CUSTOM_FIELD_PROPERTIES = frozenset({"label", "type"})
 _REMOVE_PROPERTIES = frozenset({"source", "list_ids"})
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+#: What each ``status`` of the contacts listing matches among the statuses the sandbox stores.
+_STATUS_MATCHES: dict[str, frozenset[str]] = {
+    "all": frozenset({ACTIVE, UNSUBSCRIBED, DELETED}),
+    "active": frozenset({ACTIVE}),
+    "unsubscribed": frozenset({UNSUBSCRIBED}),
+    "deleted": frozenset({DELETED}),
+}
+
+
+def _contact_statuses(raw: str | None) -> frozenset[str]:
+    """The stored statuses a ``status`` parameter (comma-separated) selects; 400 when unknown."""
+    names = [x for x in (raw or "").split(",") if x]
+    if not names:
+        return DEFAULT_STATUSES
+    if any(name not in CONTACT_STATUSES for name in names):
+        raise bad_request("status is not valid.", "query.invalid")
+    return frozenset().union(*(_STATUS_MATCHES.get(name, frozenset()) for name in names))
+
+
+def _encode_cursor(value: Any) -> str:
+    raw = json.dumps(value, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _decode_cursor(cursor: str) -> Any:
+    return json.loads(base64.urlsafe_b64decode(cursor.encode() + b"==="))
 
 
 @dataclass
@@ -238,43 +276,45 @@ class Api:
     # -- contacts ----------------------------------------------------------------------------
 
     def get_contacts(self, request: Request) -> tuple[int, Any]:
-        state = self.state
+        """One page of contacts, in contact creation order.
 
-        def items(query: dict[str, str]) -> list[str]:
+        Keyset paging: the cursor carries the query, the last contact index served and the
+        count, so each request costs O(page) whatever the size of the lists, and holds no
+        server-side state (a cursor never expires).
+        """
+        cursor = request.query.get("cursor")
+        if cursor:
+            try:
+                query, after, count = _decode_cursor(cursor)
+                if not isinstance(query, dict) or not isinstance(after, int):
+                    raise TypeError
+            except (ValueError, TypeError, binascii.Error):
+                raise bad_request("The cursor is invalid or has expired.", "cursor.invalid") from None
+        else:
+            query = {k: v for k, v in request.query.items() if k != "cursor"}
+            after, count = -1, None
+        limit = _int_param(query, "limit", 50, 1, MAX_CONTACTS_PAGE)
+        lists = [x for x in (query.get("lists") or "").split(",") if x]
+        if len(lists) > MAX_QUERY_LISTS:
+            raise bad_request(f"lists accepts at most {MAX_QUERY_LISTS} list ids.", "query.invalid")
+        statuses = _contact_statuses(query.get("status"))
+        email = query.get("email") or None
+        include = query.get("include") or ""
+        with self.lock:
+            state = self.state
             state.drain()
-            status = query.get("status") or "all"
-            if status not in CONTACT_STATUSES:
-                raise bad_request("status is not valid.", "query.invalid")
-            keys: Any = state.contacts
-            lists = [x for x in (query.get("lists") or "").split(",") if x]
-            if lists:
-                if len(lists) > MAX_LIST_IDS:
-                    raise bad_request(f"lists accepts at most {MAX_LIST_IDS} ids.", "query.invalid")
-                members: set[str] = set()
-                for list_id in lists:
-                    members |= state.memberships.get(list_id, set())
-                keys = [key for key in state.contacts if key in members]
-            email = query.get("email")
-            if email:
-                key = email.lower()
-                keys = [key] if key in state.contacts and (not lists or key in keys) else []
-            if status == "active":
-                keys = [key for key in keys if key not in state.unsubscribed]
-            elif status == "unsubscribed":
-                keys = [key for key in keys if key in state.unsubscribed]
-            elif status != "all":
-                keys = []
-            return list(keys)
-
-        def render(key: str, query: dict[str, str]) -> dict[str, Any] | None:
-            state.drain()
-            contact = state.contacts.get(key)
-            return None if contact is None else self._contact_json(key, contact, query.get("include") or "")
-
-        def extra(query: dict[str, str], snapshot: list[Any]) -> dict[str, Any]:
-            return {"contacts_count": len(snapshot)} if query.get("include_count") == "true" else {}
-
-        return self._page(request, "contacts", items, render, default_limit=50, max_limit=500, extra=extra)
+            if query.get("include_count") == "true" and count is None:
+                count = state.count_contacts(lists, statuses, email)
+            indexes = list(islice(state.contact_indexes(lists, statuses, email, after), limit + 1))
+            keys = state.contact_keys
+            page = [self._contact_json(keys[i], state.contacts[keys[i]], include) for i in indexes[:limit]]
+        body: dict[str, Any] = {"contacts": page}
+        if query.get("include_count") == "true":
+            body["contacts_count"] = count
+        if len(indexes) > limit:
+            next_cursor = _encode_cursor([query, indexes[limit - 1], count])
+            body["_links"] = {"next": {"href": f"{request.path}?{urlencode({'cursor': next_cursor})}"}}
+        return 200, body
 
     def _contact_json(self, key: str, props: dict[str, Any], include: str) -> dict[str, Any]:
         state = self.state
@@ -354,11 +394,15 @@ class Api:
             raise bad_request(
                 f"source.contact_ids must hold 1 to {MAX_REMOVE_CONTACT_IDS} ids.", "source.invalid"
             )
+        if not all(isinstance(i, str) and _UUID.fullmatch(i) for i in contact_ids):
+            raise bad_request("source.contact_ids must hold contact ids (UUIDs).", "source.invalid")
         if not isinstance(list_ids, list) or not 1 <= len(list_ids) <= MAX_LIST_IDS:
             raise bad_request(f"list_ids must hold 1 to {MAX_LIST_IDS} list ids.", "list_ids.invalid")
+        if not all(isinstance(list_id, str) for list_id in list_ids):
+            raise bad_request("list_ids must be strings.", "list_ids.invalid")
         with self.lock:
             self.state.check_list_ids(list_ids)
-            return 201, self.state.apply_remove(contact_ids, list_ids).to_json()
+            return 201, self.state.accept_remove(contact_ids, list_ids).to_json()
 
     def get_activity(self, request: Request, activity_id: str) -> tuple[int, Any]:
         with self.lock:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterable
+from operator import itemgetter
 from typing import Any
 
+from airflow_provider_constantcontact.sandbox.activities import ACTIVITY_KINDS, IMPORT
 from airflow_provider_constantcontact.sandbox.constants import (
     DEFAULT_ACCESS_TOKEN_TTL,
     DEFAULT_CLIENT_ID,
@@ -297,6 +299,33 @@ class ConstantContactSandbox:
                 out[props.pop("email", None) or key] = props
             return out
 
+    def add_list_members(self, list_id: str, emails: Iterable[str], **fields: Any) -> list[str]:
+        """Add many members to a list at once, without HTTP, import or activity (seeding).
+
+        Unknown addresses become contacts holding ``fields`` (import properties such as
+        ``first_name="Ann"`` or ``**{"cf:loyalty_tier": "gold"}``), known ones get ``fields``.
+        Every address is added, unsubscribed or not; deleted ones are revived. Returns the
+        contact ids, in the order of ``emails``. A million new addresses take a few seconds.
+        KeyError for an unknown list, ValueError for an invalid address or property.
+        """
+        with self.lock:
+            return self.state.add_list_members(list_id, emails, fields)
+
+    def list_member_emails(self, list_id: str) -> set[str]:
+        """The email addresses of a list's members, as stored (KeyError for an unknown list)."""
+        with self.lock:
+            self.state.drain()
+            members = self.state.memberships.get(list_id)
+            if members is None:
+                raise KeyError(f"unknown list id {list_id}")
+            state = self.state
+            # In index order: records are then read in the order they were made (cache friendly).
+            keys = list(map(state.contact_keys.__getitem__, state.member_order[list_id]))
+            try:
+                return set(map(itemgetter("email"), map(state.contacts.__getitem__, keys)))
+            except KeyError:  # a contact imported by sms_number only
+                return {state.contacts[key].get("email") or key for key in keys}
+
     def contact_id(self, email: str) -> str:
         """The contact id of a stored email address (KeyError when unknown)."""
         with self.lock:
@@ -320,15 +349,20 @@ class ConstantContactSandbox:
 
     # -- faults ------------------------------------------------------------------------------
 
-    def fail_next(self, count: int = 1, status: int = 500, path_prefix: str | None = None) -> None:
-        """The next ``count`` requests under ``path_prefix`` (default ``/v3``) answer ``status``."""
+    def fail_next(
+        self, count: int = 1, status: int = 500, path_prefix: str | None = None, *, after: int = 0
+    ) -> None:
+        """The next ``count`` requests under ``path_prefix`` (default ``/v3``) answer ``status``
+        without being processed; ``after`` lets that many matching requests through first
+        (``after=2``: the third one fails)."""
         with self.lock:
-            self.app.faults.add(count, status, path_prefix)
+            self.app.faults.add(count, status, path_prefix, after)
 
-    def drop_next(self, count: int = 1, path_prefix: str | None = None) -> None:
-        """The next ``count`` requests under ``path_prefix`` (default ``/v3``) get no response."""
+    def drop_next(self, count: int = 1, path_prefix: str | None = None, *, after: int = 0) -> None:
+        """The next ``count`` requests under ``path_prefix`` (default ``/v3``) get no response
+        (and are not processed), once ``after`` matching requests have gone through."""
         with self.lock:
-            self.app.faults.add(count, None, path_prefix)
+            self.app.faults.add(count, None, path_prefix, after)
 
     def exhaust_daily_quota(self) -> None:
         """Further API requests get 429 ``quota_exceeded`` until the next UTC day."""
@@ -346,19 +380,40 @@ class ConstantContactSandbox:
             self.oauth.revoke_refresh_token(token)
 
     def fail_next_activity(
-        self, errors: Iterable[str] = ("Import failed",), *, state: str = "failed"
+        self,
+        errors: Iterable[str] | None = None,
+        *,
+        state: str = "failed",
+        kind: str = IMPORT,
     ) -> None:
-        """The next import activity ends in ``state`` (``failed``, ``cancelled`` or ``timed_out``)
-        with these ``activity_errors``, and imports nothing; ValueError for any other state."""
+        """The next activity of ``kind`` ends in ``state`` (``failed``, ``cancelled`` or
+        ``timed_out``) with these ``activity_errors`` and changes nothing.
+
+        ``kind`` is ``"contacts_json_import"`` (the default: the next import imports nothing)
+        or ``"remove_list_memberships"`` (the next removal removes nothing). ValueError for
+        any other state or kind."""
         if state not in FAILED_ACTIVITY_STATES:
             raise ValueError(f"state must be one of {', '.join(FAILED_ACTIVITY_STATES)}")
+        if kind not in ACTIVITY_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(ACTIVITY_KINDS)}")
+        if errors is None:
+            errors = ("Import failed",) if kind == IMPORT else ("Removing list memberships failed",)
         with self.lock:
-            self.state.fail_next_activity = (state, list(errors))
+            if kind == IMPORT:
+                self.state.fail_next_activity = (state, list(errors))
+            else:
+                self.state.fail_next_removal = (state, list(errors))
 
     def mark_unsubscribed(self, emails: Iterable[str]) -> None:
         """These addresses are unsubscribed: imports update them but do not add them to lists."""
         with self.lock:
             self.state.mark_unsubscribed(list(emails))
+
+    def mark_deleted(self, emails: Iterable[str]) -> None:
+        """These contacts are deleted (created if unknown): out of every list, and listed by
+        ``GET /v3/contacts`` only with ``status=all`` or ``status=deleted``. An import revives them."""
+        with self.lock:
+            self.state.mark_deleted(list(emails))
 
     def deny_next_consent(self) -> None:
         """The next consent (authorize or device verification page) is denied: access_denied."""

@@ -37,6 +37,9 @@ STATUS_COUNTERS = (
     "error_count",
     "correctable_count",
     "cannot_add_to_list_count",
+    # remove_list_memberships activities: their status has items_total_count,
+    # items_completed_count and list_count only (a counter missing from a status counts 0)
+    "list_count",
 )
 LISTING_PAGE_SIZE = 500
 # Waiting backs off from the poll interval to this cap (or the poll interval when larger):

@@ -127,6 +127,43 @@ def test_cli_flags_have_the_documented_defaults():
         ["--rotating-refresh-tokens", "--processing-rate", "500", "--list", "A"]
     )
     assert (parsed.rotating_refresh_tokens, parsed.processing_rate, parsed.lists) == (True, 500.0, ["A"])
+    assert args.fill_lists == []
+    filled = build_parser().parse_args(["--fill-list", "A=3", "--fill-list", "Big = list=1000000"])
+    assert filled.fill_lists == [("A", 3), ("Big = list", 1_000_000)]
+    for bad in ("A", "A=", "=3", "A=-1", "A=x"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["--fill-list", bad])
+
+
+def test_cli_fill_list_adds_members_served_by_the_contacts_listing():
+    process = subprocess.Popen(
+        [*LAUNCHERS["python-m"], "--port", "0", "--list", "A", "--fill-list", "A=3", "--fill-list", "B=1200"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        banner = read_banner(process)
+        assert any(re.search(r"List id: +\S+  A \(3 members\)$", line) for line in banner), banner
+        list_b = next(line.split()[2] for line in banner if line.endswith("  B (1,200 members)"))
+        conn = exported_connection(banner)
+        token = requests.post(
+            conn["extra"]["token_url"],
+            auth=(conn["login"], conn["password"]),
+            data={"grant_type": "refresh_token", "refresh_token": conn["extra"]["refresh_token"]},
+            timeout=5,
+        ).json()["access_token"]
+        body = requests.get(
+            conn["extra"]["api_base_url"] + "/contacts",
+            params={"lists": list_b, "limit": 500, "include_count": "true"},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=5,
+        ).json()
+        assert body["contacts_count"] == 1200
+        assert body["contacts"][0]["email_address"]["address"] == "member0@example.com"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=20)
 
 
 def test_cli_exits_with_an_error_when_the_port_is_taken(sandbox):

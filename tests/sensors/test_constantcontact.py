@@ -139,6 +139,25 @@ def test_poke_mode_waits_and_returns_the_summary(sandbox):
     assert {e.path.rstrip("/") for e in polls} == {"/v3/activities"}
 
 
+def test_poke_mode_waits_for_imports_and_removals_together(sandbox):
+    """A mirror run waits for its imports and its removals of list memberships alike."""
+    sandbox.processing_rate = 10  # 5 contacts and 6 removals: about half a second each
+    import_ids = start_imports(sandbox, count=1)
+    list_id = sandbox.create_list(f"Mirror {time.monotonic_ns()}")
+    contact_ids = sandbox.add_list_members(list_id, [f"gone{n}@example.com" for n in range(6)])
+    hook = ConstantContactHook(CONN_ID)
+    removal_ids = [hook.remove_list_memberships(contact_ids[n::2], [list_id])["activity_id"] for n in (0, 1)]
+
+    summary = sensor([*import_ids, *removal_ids], mode="poke", deferrable=False).execute({})
+
+    assert summary["done"] is True
+    assert {entry["state"] for entry in summary["activities"].values()} == {"completed"}
+    assert summary["totals"]["items_total_count"] == 11
+    assert summary["totals"]["list_count"] == 2
+    assert summary["totals"]["person_count"] == 5
+    assert sandbox.list_member_emails(list_id) == set()
+
+
 FAILED_STATES = ["failed", "cancelled", "timed_out"]
 
 

@@ -229,6 +229,25 @@ async def test_restart_re_polls_by_id(sandbox):
     assert set(events[0]["summary"]["activities"]) == set(ids)
 
 
+async def test_waits_for_imports_and_removals_together(sandbox):
+    sandbox.processing_rate = 10  # 10 contacts and 5 removals: about a second
+    import_ids = start_imports(sandbox, count=2)
+    list_id = sandbox.create_list(f"Mirror {time.monotonic_ns()}")
+    contact_ids = sandbox.add_list_members(list_id, [f"left{n}@example.com" for n in range(5)])
+    sandbox.add_list_members(list_id, ["stays@example.com"])
+    removal = ConstantContactHook(CONN_ID).remove_list_memberships(contact_ids, [list_id])
+    ids = [*import_ids, removal["activity_id"]]
+
+    events = await collect(make_trigger(ids, poll_interval=0.2, max_poll_interval=0.2, max_error_ratio=0))
+
+    assert [event["status"] for event in events] == ["success"]
+    summary = events[0]["summary"]
+    assert set(summary["activities"]) == set(ids)
+    assert summary["activities"][removal["activity_id"]]["status"]["list_count"] == 1
+    assert summary["totals"]["items_total_count"] == summary["totals"]["items_completed_count"] == 15
+    assert sandbox.list_member_emails(list_id) == {"stays@example.com"}
+
+
 async def test_one_request_per_poll(sandbox):
     sandbox.processing_rate = 10
     ids = start_imports(sandbox, count=4, contacts_each=3)  # about 1.2 s

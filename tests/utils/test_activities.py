@@ -19,6 +19,7 @@ from airflow_provider_constantcontact.utils import activities
 from airflow_provider_constantcontact.utils.activities import (
     ActivityPoller,
     check_activities,
+    describe_progress,
     fetch_activities,
     next_poll_interval,
     normalize_activity_ids,
@@ -160,6 +161,60 @@ def test_wait_for_activities_fails_with_the_activity_errors(constantcontact_sand
     assert "failed" in str(err.value)
 
 
+def start_removals(
+    sandbox, hook: ConstantContactHook, count: int, members_each: int
+) -> tuple[list[str], str]:
+    """Pre-fill a list, then remove its members with ``count`` removal activities; (ids, list id)."""
+    list_id = sandbox.create_list(f"Removals {time.monotonic_ns()}")
+    emails = [f"leaver{n}@example.com" for n in range(count * members_each)]
+    contact_ids = sandbox.add_list_members(list_id, emails)
+    ids = [
+        hook.remove_list_memberships(contact_ids[n * members_each : (n + 1) * members_each], [list_id])[
+            "activity_id"
+        ]
+        for n in range(count)
+    ]
+    return ids, list_id
+
+
+def test_wait_for_a_mix_of_import_and_removal_activities(constantcontact_sandbox):
+    sandbox = constantcontact_sandbox
+    hook = make_hook(sandbox)
+    sandbox.processing_rate = 10  # 10 contacts and 8 removals: about a second each
+    import_ids = start_imports(sandbox, hook, 2, contacts_each=5)
+    removal_ids, list_id = start_removals(sandbox, hook, 2, members_each=4)
+    since = len(sandbox.request_log)
+
+    summary = wait_for_activities(
+        hook, [*import_ids, *removal_ids], poll_interval=0.2, timeout=60, max_error_ratio=0
+    )
+
+    assert summary["done"] is True
+    assert summary["percent_done"] == 100.0
+    assert {entry["state"] for entry in summary["activities"].values()} == {"completed"}
+    removal = summary["activities"][removal_ids[0]]["status"]
+    assert (removal["items_total_count"], removal["list_count"], removal["person_count"]) == (4, 1, 0)
+    totals = summary["totals"]
+    assert totals["items_total_count"] == totals["items_completed_count"] == 18
+    assert (totals["person_count"], totals["list_count"], totals["error_count"]) == (10, 2, 0)
+    assert sandbox.list_member_emails(list_id) == set()
+    polls = activity_requests(sandbox, since)
+    assert all(r.path.rstrip("/") == "/v3/activities" for r in polls), "fell back to per-id requests"
+
+
+def test_wait_for_activities_fails_for_a_failed_removal(constantcontact_sandbox):
+    sandbox = constantcontact_sandbox
+    hook = make_hook(sandbox)
+    import_ids = start_imports(sandbox, hook, 1)
+    sandbox.fail_next_activity(["Contacts could not be removed"], kind="remove_list_memberships")
+    removal_ids, list_id = start_removals(sandbox, hook, 1, members_each=3)
+
+    with pytest.raises(ConstantContactImportError, match="Contacts could not be removed") as err:
+        wait_for_activities(hook, [*import_ids, *removal_ids], poll_interval=0.1, timeout=30)
+    assert f"activity {removal_ids[0]} ended failed" in str(err.value)
+    assert len(sandbox.list_member_emails(list_id)) == 3
+
+
 def test_wait_for_activities_times_out(constantcontact_sandbox):
     sandbox = constantcontact_sandbox
     hook = make_hook(sandbox)
@@ -293,6 +348,26 @@ def test_summary_is_json_serialisable_with_totals_and_weighted_percent():
     assert summary["totals"]["error_count"] == 4
     assert summary["totals"]["cannot_add_to_list_count"] == 0
     assert summary["activities"]["b"]["state"] == "completed"
+
+
+def test_summary_of_a_removal_activity_without_person_count():
+    removal = {
+        "activity_id": "r",
+        "state": "processing",
+        "percent_done": 25,
+        "activity_errors": [],
+        "status": {"items_total_count": 300, "items_completed_count": 75, "list_count": 2},
+    }
+    summary = summarize_activities({"r": removal, "i": activity("i", items_total_count=100, person_count=98)})
+    assert json.loads(json.dumps(summary)) == summary
+    assert summary["activities"]["r"]["status"]["person_count"] == 0
+    assert summary["activities"]["r"]["status"]["list_count"] == 2
+    assert summary["activities"]["i"]["status"]["list_count"] == 0
+    assert summary["totals"]["list_count"] == 2
+    assert summary["totals"]["person_count"] == 98
+    assert summary["percent_done"] == 43.8  # (300 * 25 + 100 * 100) / 400
+    assert summary["done"] is False
+    assert "85/400 items" in describe_progress(summary)  # 75 removed + the import's 10
 
 
 def test_summary_redacts_email_addresses_in_activity_errors():
