@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_provider_constantcontact.cli._oauth import AuthCliError
-from airflow_provider_constantcontact.get_provider_info import DEFAULT_API_BASE_URL
+from airflow_provider_constantcontact.constants import DEFAULT_API_BASE_URL
 
 CONN_TYPE = "constantcontact"
 MASK = "***"

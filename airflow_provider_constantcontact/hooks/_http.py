@@ -20,6 +20,7 @@ from urllib.parse import unquote
 import requests
 import tenacity
 
+from airflow_provider_constantcontact.constants import DAILY_REQUEST_QUOTA
 from airflow_provider_constantcontact.exceptions import (
     ConstantContactAuthError,
     ConstantContactError,
@@ -32,7 +33,6 @@ from airflow_provider_constantcontact.exceptions import (
 
 log = logging.getLogger(__name__)
 
-DAILY_QUOTA = 10_000
 # Local parts limited to the usual characters, so "?email=a.b@x.org" redacts only the address.
 _EMAIL_RE = re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _MAX_ERROR_MESSAGE = 300
@@ -132,7 +132,7 @@ def error_for_response(
     }
     if status == 429 and error_key == "quota_exceeded":
         return ConstantContactQuotaExceededError(
-            f"{message}. The application's daily quota of {DAILY_QUOTA:,} requests is used up; "
+            f"{message}. The application's daily quota of {DAILY_REQUEST_QUOTA:,} requests is used up; "
             f"{quota_reset_text()}. Retrying before then cannot succeed.",
             **kwargs,
         )

@@ -17,13 +17,24 @@ from urllib.parse import quote, urlsplit
 
 from airflow.sdk import BaseHook
 
+from airflow_provider_constantcontact.constants import (
+    DEFAULT_API_BASE_URL,
+    DEFAULT_TOKEN_URL,
+    MAX_CONTACT_IDS_PER_REMOVAL,
+    MAX_CUSTOM_FIELDS_PAGE_SIZE,
+    MAX_IMPORT_BODY_BYTES,
+    MAX_IMPORT_CONTACTS,
+    MAX_LISTS_PER_REQUEST,
+    MAX_PAGE_SIZE,
+    MAX_REQUESTS_PER_SECOND,
+    REQUIRED_SCOPES,
+)
 from airflow_provider_constantcontact.exceptions import (
     ConstantContactAuthError,
     ConstantContactError,
     ConstantContactNotFoundError,
     ConstantContactReauthorizationRequired,
 )
-from airflow_provider_constantcontact.get_provider_info import DEFAULT_API_BASE_URL, DEFAULT_TOKEN_URL
 from airflow_provider_constantcontact.hooks._http import (
     HttpClient,
     RetryPolicy,
@@ -40,18 +51,21 @@ if TYPE_CHECKING:
     import requests
     from airflow.sdk import Connection
 
-__all__ = ["MAX_IMPORT_BODY_BYTES", "MAX_IMPORT_CONTACTS", "ConstantContactHook"]
+# The API facts are stated in constants.py; they stay importable from here for existing callers.
+__all__ = [
+    "DEFAULT_MAX_REQUESTS_PER_SECOND",
+    "MAX_CONTACT_IDS_PER_REMOVAL",
+    "MAX_IMPORT_BODY_BYTES",
+    "MAX_IMPORT_CONTACTS",
+    "MAX_LISTS_PER_REQUEST",
+    "REQUIRED_SCOPES",
+    "ConstantContactHook",
+]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_REQUESTS_PER_SECOND = 4.0
-#: Constant Contact imports only the first 4 MB of a JSON import body and silently drops the
-#: rest, so larger bodies are refused here instead (4,000,000 bytes: the safe reading of "4 MB").
-MAX_IMPORT_BODY_BYTES = 4_000_000
-MAX_IMPORT_CONTACTS = 40_000
-MAX_LISTS_PER_REQUEST = 50
-MAX_CONTACT_IDS_PER_REMOVAL = 500
-REQUIRED_SCOPES = ("contact_data", "offline_access")
+#: Default pace of API calls (connection extra ``max_requests_per_second``): the API's own limit.
+DEFAULT_MAX_REQUESTS_PER_SECOND = MAX_REQUESTS_PER_SECOND
 MASKED_VALUE = "***"
 
 
@@ -267,7 +281,7 @@ class ConstantContactHook(BaseHook):
             path = urlsplit(response.url).path
             raise ConstantContactError(
                 f"Constant Contact {method} {path} answered HTTP {response.status_code} with a body that is "
-                "not JSON: check the connection's api_base_url (default https://api.cc.email/v3).",
+                f"not JSON: check the connection's api_base_url (default {DEFAULT_API_BASE_URL}).",
                 status=response.status_code,
                 method=method,
                 path=path,
@@ -310,7 +324,7 @@ class ConstantContactHook(BaseHook):
         self, *, name: str | None = None, include_membership_count: bool = False
     ) -> Iterator[dict]:
         """Every contact list (optionally filtered by ``name``), following pagination."""
-        params: dict[str, Any] = {"limit": 500, "name": name}
+        params: dict[str, Any] = {"limit": MAX_PAGE_SIZE, "name": name}
         if include_membership_count:
             params["include_membership_count"] = "all"
         return self._paginate("/contact_lists", "lists", params)
@@ -347,7 +361,9 @@ class ConstantContactHook(BaseHook):
     # ---------------------------------------------------------------------------- custom fields
     def get_custom_fields(self) -> list[dict]:
         """All custom fields (``custom_field_id``, ``name``, ``label``, ``type``), every page."""
-        return list(self._paginate("/contact_custom_fields", "custom_fields", {"limit": 100}))
+        return list(
+            self._paginate("/contact_custom_fields", "custom_fields", {"limit": MAX_CUSTOM_FIELDS_PAGE_SIZE})
+        )
 
     # ---------------------------------------------------------------------------------- imports
     def import_contacts(self, contacts: Sequence[dict], list_ids: Sequence[str]) -> dict:
@@ -392,7 +408,7 @@ class ConstantContactHook(BaseHook):
             "GET",
         )
 
-    def iter_activities(self, *, state: str | None = None, limit: int = 500) -> Iterator[dict]:
+    def iter_activities(self, *, state: str | None = None, limit: int = MAX_PAGE_SIZE) -> Iterator[dict]:
         """Recent activities (last 10 days), optionally in one ``state``, following pagination."""
         return self._paginate("/activities", "activities", {"limit": limit, "state": state})
 
@@ -415,7 +431,7 @@ class ConstantContactHook(BaseHook):
         list_id: str | None = None,
         email: str | None = None,
         status: str | None = None,
-        limit: int = 500,
+        limit: int = MAX_PAGE_SIZE,
     ) -> Iterator[dict]:
         """Contacts, optionally of one list / with one email / status, following pagination."""
         return self._paginate(

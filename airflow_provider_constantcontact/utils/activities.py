@@ -16,6 +16,11 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_constantcontact.constants import (
+    FAILED_ACTIVITY_STATES,
+    MAX_PAGE_SIZE,
+    TERMINAL_ACTIVITY_STATES,
+)
 from airflow_provider_constantcontact.exceptions import (
     ConstantContactImportError,
     ConstantContactQuotaExceededError,
@@ -28,8 +33,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TERMINAL_STATES = frozenset({"completed", "cancelled", "failed", "timed_out"})
-FAILED_STATES = frozenset({"cancelled", "failed", "timed_out"})
+TERMINAL_STATES = TERMINAL_ACTIVITY_STATES
+FAILED_STATES = FAILED_ACTIVITY_STATES
 STATUS_COUNTERS = (
     "items_total_count",
     "items_completed_count",
@@ -38,7 +43,8 @@ STATUS_COUNTERS = (
     "correctable_count",
     "cannot_add_to_list_count",
 )
-LISTING_PAGE_SIZE = 500
+#: One listing request reports on up to this many activities (the API's largest page).
+LISTING_PAGE_SIZE = MAX_PAGE_SIZE
 # Waiting backs off from the poll interval to this cap (or the poll interval when larger):
 # 12 requests an hour per waiting task at most, once an import is known to be slow.
 DEFAULT_MAX_POLL_INTERVAL = 300.0
