@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import unquote
 
 import requests
 import tenacity
@@ -30,11 +28,10 @@ from airflow_provider_constantcontact.exceptions import (
     ConstantContactServerError,
     ConstantContactValidationError,
 )
+from airflow_provider_constantcontact.utils.redaction import redact_emails
 
 log = logging.getLogger(__name__)
 
-# Local parts limited to the usual characters, so "?email=a.b@x.org" redacts only the address.
-_EMAIL_RE = re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _MAX_ERROR_MESSAGE = 300
 
 
@@ -75,7 +72,7 @@ def pacer_for(key: str) -> RequestPacer:
 # ------------------------------------------------------------------------------------- error parsing
 def redact_text(text: str) -> str:
     """Remove email addresses and cut ``text`` short: error bodies can echo submitted data."""
-    text = _EMAIL_RE.sub("<email>", text.strip())
+    text = redact_emails(text.strip())
     return text if len(text) <= _MAX_ERROR_MESSAGE else text[: _MAX_ERROR_MESSAGE - 3] + "..."
 
 
@@ -162,10 +159,8 @@ class _RedactEmails(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if "%40" in message.upper():
-            message = unquote(message)
-        if "@" in message:
-            record.msg, record.args = _EMAIL_RE.sub("<email>", message), ()
+        if "@" in message or "%40" in message:
+            record.msg, record.args = redact_emails(message), ()
         return True
 
 

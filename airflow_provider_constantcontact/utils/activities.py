@@ -11,7 +11,6 @@ from __future__ import annotations
 import ast
 import json
 import logging
-import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,7 @@ from airflow_provider_constantcontact.exceptions import (
     ConstantContactRateLimitError,
     ConstantContactServerError,
 )
+from airflow_provider_constantcontact.utils.redaction import redact_emails
 
 if TYPE_CHECKING:
     from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
@@ -49,8 +49,6 @@ LISTING_PAGE_SIZE = MAX_PAGE_SIZE
 # 12 requests an hour per waiting task at most, once an import is known to be slow.
 DEFAULT_MAX_POLL_INTERVAL = 300.0
 BACKOFF_FACTOR = 1.5
-
-_EMAIL_RE = re.compile(r"[^\s@<>()\[\],;:\"']+@[^\s@<>()\[\],;:\"']+\.[A-Za-z]{2,}")
 
 
 def normalize_activity_ids(value: Any) -> list[str]:
@@ -138,11 +136,6 @@ def fetch_activities(hook: ConstantContactHook, activity_ids: Sequence[str]) -> 
     return found
 
 
-def _redact(text: Any) -> str:
-    """Activity errors are Constant Contact's text: keep them, minus any email address."""
-    return _EMAIL_RE.sub("<email>", str(text))
-
-
 def _as_int(value: Any) -> int:
     try:
         return int(value or 0)
@@ -169,7 +162,8 @@ def summarize_activities(activities: Mapping[str, dict]) -> dict:
             "state": state,
             "percent_done": percent,
             "status": counters,
-            "activity_errors": [_redact(error) for error in activity.get("activity_errors") or []],
+            # Activity errors are Constant Contact's text: keep them, minus any email address.
+            "activity_errors": [redact_emails(error) for error in activity.get("activity_errors") or []],
         }
         for name in STATUS_COUNTERS:
             totals[name] += counters[name]
