@@ -17,7 +17,6 @@ import base64
 import hashlib
 import json
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +24,11 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from airflow_provider_constantcontact._compat import (
+    get_variable,
+    set_variable,
+    variable_keys,
+)
 from airflow_provider_constantcontact.exceptions import (
     ConstantContactAuthError,
     ConstantContactReauthorizationRequired,
@@ -66,16 +70,6 @@ def mask(*secrets: str | None) -> None:
     for secret in secrets:
         if secret:
             mask_secret(secret)
-
-
-def in_task_sdk_context() -> bool:
-    """True inside a task, DAG-processor or triggerer process that talks to a supervisor.
-
-    There Variables must go through ``airflow.sdk.Variable``; elsewhere (API server's Test
-    button, CLI, tests) the SDK silently returns defaults on read, so the ORM model is used.
-    """
-    runner = sys.modules.get("airflow.sdk.execution_time.task_runner")
-    return getattr(runner, "SUPERVISOR_COMMS", None) is not None
 
 
 def jwt_expiry(access_token: str) -> float | None:
@@ -181,45 +175,21 @@ class VariableTokenStore:
         self.key = variable_key(conn_id)
         self._write_key = self.key
 
-    # -- backends
+    # -- backends (which Variable API serves this process is decided in _compat)
     def _get(self, key: str) -> Any:
-        if in_task_sdk_context():
-            from airflow.sdk import Variable
-
-            return Variable.get(key, default=None, deserialize_json=True)
-        from airflow.models import Variable
-
-        return Variable.get(key, default_var=None, deserialize_json=True)
+        return get_variable(key)
 
     def _set(self, key: str, value: dict[str, Any]) -> None:
-        description = (
-            "OAuth tokens of a Constant Contact connection (rotating refresh token); managed by the hook"
+        set_variable(
+            key,
+            value,
+            description=(
+                "OAuth tokens of a Constant Contact connection (rotating refresh token); managed by the hook"
+            ),
         )
-        if in_task_sdk_context():
-            from airflow.sdk import Variable
-
-            Variable.set(key, value, description=description, serialize_json=True)
-        else:
-            from airflow.models import Variable
-
-            Variable.set(key, value, description=description, serialize_json=True)
 
     def _other_keys(self) -> list[str]:
-        if in_task_sdk_context():
-            from airflow.sdk import Variable
-
-            if not hasattr(Variable, "keys"):  # Airflow < 3.3 cannot list keys from a task
-                return []
-            keys = list(Variable.keys(prefix=VARIABLE_PREFIX))
-        else:
-            from airflow.models import Variable
-            from airflow.utils.session import create_session
-            from sqlalchemy import select
-
-            with create_session() as session:
-                keys = list(
-                    session.scalars(select(Variable.key).where(Variable.key.startswith(VARIABLE_PREFIX)))
-                )
+        keys = variable_keys(VARIABLE_PREFIX)
         return [k for k in keys if k.endswith(VARIABLE_SUFFIX) and k != self.key]
 
     # -- TokenStore
