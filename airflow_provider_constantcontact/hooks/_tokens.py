@@ -35,7 +35,7 @@ from airflow_provider_constantcontact.exceptions import (
 )
 from airflow_provider_constantcontact.hooks._http import (
     HttpClient,
-    pacer_for,
+    Pacing,
     parse_error_body,
 )
 
@@ -237,7 +237,11 @@ class _InvalidGrant(Exception):
 
 
 class TokenManager:
-    """Hands out a valid access token, refreshing (and persisting rotations) when needed."""
+    """Hands out a valid access token, refreshing (and persisting rotations) when needed.
+
+    ``http`` is the hook's client: the manager derives its own from it (same session and retry
+    policy) paced for the token endpoint, at :data:`TOKEN_ENDPOINT_RATE` when ``pacing`` is on.
+    """
 
     def __init__(
         self,
@@ -258,10 +262,12 @@ class TokenManager:
         self._client_secret = client_secret
         self._conn_refresh_token = refresh_token
         self.token_url = token_url
-        self._http = http
+        # The token endpoint has its own, slower pace (shared by every client of this URL).
+        self._http = http.derive(
+            pacing=Pacing.shared(f"token:{token_url}", TOKEN_ENDPOINT_RATE if pacing else 0.0)
+        )
         self.store = store
         self.refresh_margin = refresh_margin
-        self._pacing = pacing
         self._clock = clock
         self.origin = lineage_origin(client_id, refresh_token)
         self._key = (token_url, client_id, self.origin)
@@ -399,8 +405,6 @@ class TokenManager:
             "POST",
             self.token_url,
             log_path=path,
-            pacer=pacer_for(f"token:{self.token_url}"),
-            rate=TOKEN_ENDPOINT_RATE if self._pacing else 0.0,
             data=form,
             headers={"Content-Type": "application/x-www-form-urlencoded"},
             **credentials,

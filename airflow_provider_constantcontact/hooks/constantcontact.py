@@ -10,7 +10,6 @@ from __future__ import annotations
 import json as jsonlib
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
@@ -37,9 +36,9 @@ from airflow_provider_constantcontact.exceptions import (
 )
 from airflow_provider_constantcontact.hooks._http import (
     HttpClient,
+    Pacing,
     RetryPolicy,
     error_for_response,
-    pacer_for,
 )
 from airflow_provider_constantcontact.hooks._tokens import (
     TokenManager,
@@ -176,10 +175,12 @@ class ConstantContactHook(BaseHook):
 
     @cached_property
     def _http(self) -> HttpClient:
+        """The API client: paced per application (client id) across every hook of the process."""
         return HttpClient(
             timeout=self.timeout,
             policy=self.retry_policy,
             user_agent="airflow-provider-constantcontact",
+            pacing=Pacing.shared(f"api:{self.connection.login}", self.max_requests_per_second),
         )
 
     @cached_property
@@ -240,7 +241,7 @@ class ConstantContactHook(BaseHook):
         method: str,
         path: str,
         *,
-        not_found_hint: str | None = None,
+        not_found_message: str | None = None,
         extra_headers: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> requests.Response:
@@ -248,27 +249,17 @@ class ConstantContactHook(BaseHook):
         method = method.upper()
         url = self._url(path)
         log_path = urlsplit(url).path  # never the query string: it may hold an email address
-        rate = self.max_requests_per_second
-        pacer = pacer_for(f"api:{self.connection.login}")
         token = self.tokens.access_token()
         for attempt in range(2):
             headers = {"Authorization": f"Bearer {token}", **(extra_headers or {})}
-            response = self._http.send(
-                method,
-                url,
-                log_path=log_path,
-                pacer=pacer,
-                rate=rate,
-                headers=headers,
-                **kwargs,
-            )
+            response = self._http.send(method, url, log_path=log_path, headers=headers, **kwargs)
             if response.status_code == 401 and attempt == 0:
                 log.info("Constant Contact %s %s: 401, refreshing the access token once", method, log_path)
                 token = self.tokens.access_token(stale=token)
                 continue
             break
         if response.status_code >= 400:
-            raise error_for_response(response, method, log_path, hint=not_found_hint)
+            raise error_for_response(response, method, log_path, hint=not_found_message)
         return response
 
     @staticmethod
@@ -295,13 +286,16 @@ class ConstantContactHook(BaseHook):
         params: dict[str, Any] | None = None,
         json: Any = None,
         data: bytes | None = None,
+        not_found_message: str | None = None,
     ) -> Any:
         """Call the API and return the decoded JSON (None for an empty body).
 
-        ``path`` is relative to ``api_base_url`` (``"/contact_lists"``) or a host-relative
-        ``_links`` href (``"/v3/contact_lists?cursor=..."``). ``data`` is sent as a JSON body as is.
+        Every API call of the hook goes through here. ``path`` is relative to ``api_base_url``
+        (``"/contact_lists"``) or a host-relative ``_links`` href (``"/v3/contact_lists?cursor=..."``).
+        ``data`` is sent as a JSON body as is. ``not_found_message`` is added to the
+        :class:`ConstantContactNotFoundError` of a 404, to say what is missing and what to do.
         """
-        kwargs: dict[str, Any] = {"params": params}
+        kwargs: dict[str, Any] = {"params": params, "not_found_message": not_found_message}
         if json is not None:
             kwargs["json"] = json
         if data is not None:
@@ -331,14 +325,15 @@ class ConstantContactHook(BaseHook):
 
     def get_contact_list(self, list_id: str) -> dict:
         """One contact list; :class:`ConstantContactNotFoundError` naming the id when unknown."""
-        try:
-            return self.request("GET", f"/contact_lists/{quote(str(list_id), safe='')}")
-        except ConstantContactNotFoundError as exc:
-            raise exc.with_message(
+        return self.request(
+            "GET",
+            f"/contact_lists/{quote(str(list_id), safe='')}",
+            not_found_message=(
                 f"Constant Contact has no contact list with id '{list_id}'. List ids are UUIDs: open the "
                 "list in the Constant Contact web app (Contacts > Lists) and copy the id from the page's "
                 "URL, or call find_contact_list(name)."
-            ) from None
+            ),
+        )
 
     def find_contact_list(self, name: str) -> dict | None:
         """The list whose name is ``name`` (exact, else the only case-insensitive match), or None."""
@@ -397,15 +392,12 @@ class ConstantContactHook(BaseHook):
     # ------------------------------------------------------------------------------- activities
     def get_activity(self, activity_id: str) -> dict:
         """One bulk activity (state, percent_done, status counters, activity_errors)."""
-        return self._decode(
-            self._send(
-                "GET",
-                f"/activities/{quote(str(activity_id), safe='')}",
-                not_found_hint=(
-                    f"No activity '{activity_id}': Constant Contact keeps activity records for 10 days."
-                ),
-            ),
+        return self.request(
             "GET",
+            f"/activities/{quote(str(activity_id), safe='')}",
+            not_found_message=(
+                f"No activity '{activity_id}': Constant Contact keeps activity records for 10 days."
+            ),
         )
 
     def iter_activities(self, *, state: str | None = None, limit: int = MAX_PAGE_SIZE) -> Iterator[dict]:
@@ -445,13 +437,29 @@ class ConstantContactHook(BaseHook):
         Used by the UI's Test button (API server, outside any task): a rotated refresh token is
         saved to the Variable store there too (see docs/hook.md).
         """
-        # The Test button waits for the answer: fail fast instead of the full retry budget, and
-        # give the hook its own budget back for whatever it is used for afterwards.
-        self._http.policy = replace(self.retry_policy, max_attempts=min(2, self.retry_policy.max_attempts))
+        # The Test button waits for the answer: check with a twin of this hook that fails fast
+        # (at most 2 attempts a request), so this hook keeps its full retry budget.
+        probe = self._twin(max_attempts=min(2, self.retry_policy.max_attempts))
         try:
-            return self._check_connection()
+            return probe._check_connection()
         finally:
-            self._http.policy = self.retry_policy
+            probe.close()
+
+    def _twin(self, *, max_attempts: int) -> ConstantContactHook:
+        """A new hook on the same connection, token store and settings but ``max_attempts``."""
+        policy = self.retry_policy
+        return type(self)(
+            self.constantcontact_conn_id,
+            # The connection if already fetched; else the twin fetches it, inside its own checks.
+            connection=self.__dict__.get("connection", self._connection),
+            token_store=self._token_store,
+            timeout=self.timeout,
+            max_attempts=max_attempts,
+            backoff_initial=policy.backoff_initial,
+            backoff_max=policy.backoff_max,
+            backoff_jitter=policy.jitter,
+            refresh_margin=self.refresh_margin,
+        )
 
     def _check_connection(self) -> tuple[bool, str]:
         """The checks of :meth:`test_connection`, in the order a user would fix them."""
