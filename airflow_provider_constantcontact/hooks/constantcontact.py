@@ -303,15 +303,24 @@ class ConstantContactHook(BaseHook):
             kwargs["extra_headers"] = {"Content-Type": "application/json"}
         return self._decode(self._send(method, path, **kwargs), method.upper())
 
-    def _paginate(self, path: str, items_key: str, params: dict[str, Any] | None) -> Iterator[dict]:
-        """Yield every item of every page, following ``_links.next.href``."""
+    def _pages(self, path: str, items_key: str, params: dict[str, Any] | None) -> Iterator[list[dict]]:
+        """Yield the items of each page, one request a page, following ``_links.next.href``.
+
+        The only pagination loop of the hook. ``None`` params are left out; pages after the
+        first are fetched by their href alone, which carries the cursor and the original filters.
+        """
         next_path: str | None = path
         page_params = {k: v for k, v in (params or {}).items() if v is not None}
         while next_path:
             body = self.request("GET", next_path, params=page_params or None) or {}
-            yield from body.get(items_key) or []
+            yield list(body.get(items_key) or [])
             next_path = ((body.get("_links") or {}).get("next") or {}).get("href")
-            page_params = {}  # the href carries the cursor and the original filters
+            page_params = {}
+
+    def _paginate(self, path: str, items_key: str, params: dict[str, Any] | None) -> Iterator[dict]:
+        """Yield every item of every page (see :meth:`_pages`)."""
+        for page in self._pages(path, items_key, params):
+            yield from page
 
     # ------------------------------------------------------------------------------ contact lists
     def iter_contact_lists(
@@ -417,6 +426,19 @@ class ConstantContactHook(BaseHook):
         )
 
     # --------------------------------------------------------------------------------- contacts
+    def iter_contact_pages(
+        self, list_id: str, *, status: str | None = None, limit: int = MAX_PAGE_SIZE
+    ) -> Iterator[list[dict]]:
+        """The members of one list, a page (``contacts`` items) per ``GET /contacts`` request.
+
+        Yields one list per request, so a caller can count requests and log progress while
+        reading a large list (N members cost N / ``limit`` requests). ``status`` filters as the
+        API does (``all`` adds deleted contacts); ``limit`` is the page size, 1 to 500.
+        """
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise ValueError(f"limit must be 1 to {MAX_PAGE_SIZE}, got {limit}")
+        return self._pages("/contacts", "contacts", {"lists": list_id, "status": status, "limit": limit})
+
     def iter_contacts(
         self,
         *,
