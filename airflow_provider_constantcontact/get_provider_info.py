@@ -1,11 +1,18 @@
-"""Provider metadata Airflow reads through the ``apache_airflow_provider`` entry point."""
+"""Provider metadata Airflow reads through the ``apache_airflow_provider`` entry point.
+
+Metadata only: the defaults shown in the form come from ``constants.py``, and no runtime module
+imports from here.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-DEFAULT_API_BASE_URL = "https://api.cc.email/v3"
-DEFAULT_TOKEN_URL = "https://authz.constantcontact.com/oauth2/default/v1/token"
+from airflow_provider_constantcontact.constants import (
+    DEFAULT_API_BASE_URL,
+    DEFAULT_TOKEN_URL,
+    MAX_REQUESTS_PER_SECOND,
+)
 
 INTEGRATION = "Constant Contact"
 PACKAGE = "airflow_provider_constantcontact"
@@ -75,10 +82,15 @@ def get_provider_info() -> dict[str, Any]:
                     "max_requests_per_second": {
                         "label": "Requests per second",
                         "description": (
-                            "Pace of API calls per worker process. Constant Contact allows 4 a second per "
-                            "application; 0 turns pacing off (only for a local sandbox)."
+                            f"Pace of API calls per worker process. Constant Contact allows "
+                            f"{MAX_REQUESTS_PER_SECOND:g} a second per application; 0 turns pacing off "
+                            "(only for a local sandbox)."
                         ),
-                        "schema": {"type": ["number", "null"], "default": 4, "minimum": 0},
+                        "schema": {
+                            "type": ["number", "null"],
+                            "default": int(MAX_REQUESTS_PER_SECOND),
+                            "minimum": 0,
+                        },
                     },
                 },
                 "ui-field-behaviour": {

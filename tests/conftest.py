@@ -11,8 +11,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from cryptography.fernet import Fernet
@@ -34,6 +36,13 @@ for _name in [n for n in os.environ if n.startswith(("AIRFLOW_CONN_", "AIRFLOW_V
     del os.environ[_name]
 
 pytest_plugins = ["airflow_provider_constantcontact.sandbox.pytest_plugin"]
+
+if TYPE_CHECKING:  # imported for real only inside functions: Airflow must see the env above first
+    from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
+    from airflow_provider_constantcontact.sandbox import ConstantContactSandbox
+
+#: The connection id the sensors, triggers and operators use when given none.
+DEFAULT_CONN_ID = "constantcontact_default"
 
 
 def airflow_env(**overrides: str) -> dict[str, str]:
@@ -61,3 +70,44 @@ def airflow_db() -> Path:
 def _remove_airflow_home() -> Iterator[None]:
     yield
     shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------ sandbox
+@pytest.fixture
+def sandbox(constantcontact_sandbox: ConstantContactSandbox) -> ConstantContactSandbox:
+    """The plugin's default sandbox (limits off, "Newsletter" list, "loyalty_tier" field)."""
+    return constantcontact_sandbox
+
+
+@pytest.fixture
+def default_conn_sandbox(
+    constantcontact_sandbox: ConstantContactSandbox, monkeypatch: pytest.MonkeyPatch, airflow_db: Path
+) -> ConstantContactSandbox:
+    """The default sandbox, reachable as connection ``constantcontact_default`` (from the env).
+
+    With a migrated metadata DB: hooks built from the connection id keep tokens in a Variable.
+    """
+    monkeypatch.setenv(f"AIRFLOW_CONN_{DEFAULT_CONN_ID.upper()}", constantcontact_sandbox.connection_json())
+    return constantcontact_sandbox
+
+
+def start_imports(
+    sandbox: ConstantContactSandbox,
+    hook: ConstantContactHook | None = None,
+    count: int = 1,
+    contacts_each: int = 5,
+) -> list[str]:
+    """Start ``count`` imports of ``contacts_each`` contacts into a new list; their activity ids.
+
+    ``hook`` defaults to one on the ``constantcontact_default`` connection.
+    """
+    from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
+
+    hook = hook or ConstantContactHook(DEFAULT_CONN_ID)
+    list_id = sandbox.create_list(f"Imports {time.monotonic_ns()}")
+    return [
+        hook.import_contacts([{"email": f"c{n}.{i}@example.com"} for i in range(contacts_each)], [list_id])[
+            "activity_id"
+        ]
+        for n in range(count)
+    ]

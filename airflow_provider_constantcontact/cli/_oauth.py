@@ -12,8 +12,10 @@ from typing import Any
 
 import requests
 
-DEFAULT_OAUTH_BASE_URL = "https://authz.constantcontact.com/oauth2/default/v1"
-DEFAULT_SCOPES = "contact_data offline_access"
+from airflow_provider_constantcontact.constants import DEFAULT_OAUTH_BASE_URL, REQUIRED_SCOPES
+
+#: The ``--scopes`` default: exactly the scopes the provider needs, space separated as OAuth wants.
+DEFAULT_SCOPES = " ".join(REQUIRED_SCOPES)
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 # Exit codes: documented in docs/connection-setup.md, relied on by scripts.

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_provider_constantcontact.cli._oauth import AuthCliError
-from airflow_provider_constantcontact.get_provider_info import DEFAULT_API_BASE_URL
+from airflow_provider_constantcontact.constants import DEFAULT_API_BASE_URL
 
 CONN_TYPE = "constantcontact"
 MASK = "***"
@@ -78,12 +78,9 @@ def shadowing_env_var(conn_id: str) -> str | None:
 def check_can_save() -> None:
     """Fail before the consent, not after it, when --save cannot reach a migrated metadata DB."""
     with _metadata_db("read the connections of"):
-        from airflow.models.connection import Connection
-        from airflow.utils.session import create_session
-        from sqlalchemy import select
+        from airflow_provider_constantcontact._compat import check_connections_readable
 
-        with create_session() as session:
-            session.execute(select(Connection.conn_id).limit(1)).all()
+        check_connections_readable()
 
 
 @contextmanager
@@ -112,27 +109,13 @@ def save_connection(conn_id: str, connection: dict[str, Any]) -> bool:
     """
     extra = json.dumps(connection["extra"])
     with _metadata_db(f"save connection {conn_id!r} to"):
-        from airflow.models.connection import Connection
-        from airflow.utils.session import create_session
-        from sqlalchemy import select
+        from airflow_provider_constantcontact._compat import save_connection as save_to_metadata_db
 
-        with create_session() as session:
-            existing = session.scalar(select(Connection).where(Connection.conn_id == conn_id))
-            if existing is None:
-                session.add(
-                    Connection(
-                        conn_id=conn_id,
-                        conn_type=connection["conn_type"],
-                        login=connection["login"],
-                        password=connection["password"],
-                        extra=extra,
-                    )
-                )
-                return True
-            existing.conn_type = connection["conn_type"]
-            existing.login = connection["login"]
-            existing.password = connection["password"]
-            existing.extra = extra
-            existing.host = existing.schema = existing.port = None
-            return False
+        return save_to_metadata_db(
+            conn_id,
+            conn_type=connection["conn_type"],
+            login=connection["login"],
+            password=connection["password"],
+            extra=extra,
+        )
     raise AssertionError("unreachable")  # _metadata_db re-raises every failure

@@ -37,7 +37,7 @@ from airflow_provider_constantcontact.cli._output import (
     write_private_file,
 )
 from airflow_provider_constantcontact.cli._pkce import DEFAULT_PORT, run_pkce
-from airflow_provider_constantcontact.get_provider_info import DEFAULT_API_BASE_URL
+from airflow_provider_constantcontact.constants import DEFAULT_API_BASE_URL
 
 CLIENT_ID_ENV = "CONSTANTCONTACT_CLIENT_ID"
 CLIENT_SECRET_ENV = "CONSTANTCONTACT_CLIENT_SECRET"

@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import unquote
 
 import requests
 import tenacity
 
+from airflow_provider_constantcontact.constants import DAILY_REQUEST_QUOTA
 from airflow_provider_constantcontact.exceptions import (
     ConstantContactAuthError,
     ConstantContactError,
@@ -29,12 +28,10 @@ from airflow_provider_constantcontact.exceptions import (
     ConstantContactServerError,
     ConstantContactValidationError,
 )
+from airflow_provider_constantcontact.utils.redaction import redact_emails
 
 log = logging.getLogger(__name__)
 
-DAILY_QUOTA = 10_000
-# Local parts limited to the usual characters, so "?email=a.b@x.org" redacts only the address.
-_EMAIL_RE = re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _MAX_ERROR_MESSAGE = 300
 
 
@@ -72,10 +69,35 @@ def pacer_for(key: str) -> RequestPacer:
         return _PACERS.setdefault(key, RequestPacer())
 
 
+@dataclass(frozen=True)
+class Pacing:
+    """How one client spaces its requests: a process-wide pacer held to ``rate`` a second.
+
+    The pacer is shared by every client of the same application (or token URL); the rate is the
+    client's own setting, 0 for none.
+    """
+
+    pacer: RequestPacer
+    rate: float
+
+    @classmethod
+    def shared(cls, key: str, rate: float) -> Pacing:
+        """Pace at ``rate`` on the process-wide pacer of ``key`` (see :func:`pacer_for`)."""
+        return cls(pacer_for(key), rate)
+
+    def wait(self) -> None:
+        """Block until the next request may go."""
+        self.pacer.wait(self.rate)
+
+
+#: No pacing at all.
+UNPACED = Pacing(RequestPacer(), 0.0)
+
+
 # ------------------------------------------------------------------------------------- error parsing
 def redact_text(text: str) -> str:
     """Remove email addresses and cut ``text`` short: error bodies can echo submitted data."""
-    text = _EMAIL_RE.sub("<email>", text.strip())
+    text = redact_emails(text.strip())
     return text if len(text) <= _MAX_ERROR_MESSAGE else text[: _MAX_ERROR_MESSAGE - 3] + "..."
 
 
@@ -132,7 +154,7 @@ def error_for_response(
     }
     if status == 429 and error_key == "quota_exceeded":
         return ConstantContactQuotaExceededError(
-            f"{message}. The application's daily quota of {DAILY_QUOTA:,} requests is used up; "
+            f"{message}. The application's daily quota of {DAILY_REQUEST_QUOTA:,} requests is used up; "
             f"{quota_reset_text()}. Retrying before then cannot succeed.",
             **kwargs,
         )
@@ -162,10 +184,8 @@ class _RedactEmails(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if "%40" in message.upper():
-            message = unquote(message)
-        if "@" in message:
-            record.msg, record.args = _EMAIL_RE.sub("<email>", message), ()
+        if "@" in message or "%40" in message:
+            record.msg, record.args = redact_emails(message), ()
         return True
 
 
@@ -225,7 +245,12 @@ _TRANSIENT_REQUEST_ERRORS = (
 
 
 class HttpClient:
-    """One ``requests.Session`` with timeouts, pacing and tenacity-driven retries."""
+    """A ``requests.Session`` with timeouts, pacing and tenacity-driven retries.
+
+    Pacing and the retry policy are fixed at construction: :meth:`derive` gives a client that
+    shares the session (its connection pool) but paces or retries differently, so no caller ever
+    changes a client other code is using.
+    """
 
     def __init__(
         self,
@@ -233,16 +258,32 @@ class HttpClient:
         timeout: tuple[float, float],
         policy: RetryPolicy,
         user_agent: str,
+        pacing: Pacing = UNPACED,
+        session: requests.Session | None = None,
     ) -> None:
         _install_urllib3_filter()
-        self.session = requests.Session()
-        self.session.headers["User-Agent"] = user_agent
-        self.session.headers["Accept"] = "application/json"
+        if session is None:
+            session = requests.Session()
+            session.headers["User-Agent"] = user_agent
+            session.headers["Accept"] = "application/json"
+        self.session = session
         self.timeout = timeout
         self.policy = policy
+        self.pacing = pacing
+        self._user_agent = user_agent
+
+    def derive(self, *, pacing: Pacing | None = None, policy: RetryPolicy | None = None) -> HttpClient:
+        """A client on the same session and timeout, with other pacing and/or retry policy."""
+        return HttpClient(
+            timeout=self.timeout,
+            policy=self.policy if policy is None else policy,
+            user_agent=self._user_agent,
+            pacing=self.pacing if pacing is None else pacing,
+            session=self.session,
+        )
 
     def close(self) -> None:
-        """Release pooled connections."""
+        """Release pooled connections (of every client sharing this session)."""
         self.session.close()
 
     def _wait(self, retry_state: tenacity.RetryCallState) -> float:
@@ -260,8 +301,6 @@ class HttpClient:
         url: str,
         *,
         log_path: str,
-        pacer: RequestPacer,
-        rate: float,
         **kwargs: Any,
     ) -> requests.Response:
         """Send one request, retrying transient failures; return any other response as is.
@@ -291,7 +330,7 @@ class HttpClient:
             reraise=True,
         )
         try:
-            return retrying(self._attempt, method, url, log_path, pacer, rate, kwargs)
+            return retrying(self._attempt, method, url, log_path, kwargs)
         except _Transient as exc:
             raise exc.error.with_message(f"{exc.error} (gave up after {attempts} attempts)") from None
 
@@ -300,11 +339,9 @@ class HttpClient:
         method: str,
         url: str,
         log_path: str,
-        pacer: RequestPacer,
-        rate: float,
         kwargs: dict[str, Any],
     ) -> requests.Response:
-        pacer.wait(rate)
+        self.pacing.wait()
         try:
             response = self.session.request(method, url, timeout=self.timeout, **kwargs)
         except requests.RequestException as exc:

@@ -17,7 +17,6 @@ import base64
 import hashlib
 import json
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -25,13 +24,18 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from airflow_provider_constantcontact._compat import (
+    get_variable,
+    set_variable,
+    variable_keys,
+)
 from airflow_provider_constantcontact.exceptions import (
     ConstantContactAuthError,
     ConstantContactReauthorizationRequired,
 )
 from airflow_provider_constantcontact.hooks._http import (
     HttpClient,
-    pacer_for,
+    Pacing,
     parse_error_body,
 )
 
@@ -66,16 +70,6 @@ def mask(*secrets: str | None) -> None:
     for secret in secrets:
         if secret:
             mask_secret(secret)
-
-
-def in_task_sdk_context() -> bool:
-    """True inside a task, DAG-processor or triggerer process that talks to a supervisor.
-
-    There Variables must go through ``airflow.sdk.Variable``; elsewhere (API server's Test
-    button, CLI, tests) the SDK silently returns defaults on read, so the ORM model is used.
-    """
-    runner = sys.modules.get("airflow.sdk.execution_time.task_runner")
-    return getattr(runner, "SUPERVISOR_COMMS", None) is not None
 
 
 def jwt_expiry(access_token: str) -> float | None:
@@ -181,45 +175,21 @@ class VariableTokenStore:
         self.key = variable_key(conn_id)
         self._write_key = self.key
 
-    # -- backends
+    # -- backends (which Variable API serves this process is decided in _compat)
     def _get(self, key: str) -> Any:
-        if in_task_sdk_context():
-            from airflow.sdk import Variable
-
-            return Variable.get(key, default=None, deserialize_json=True)
-        from airflow.models import Variable
-
-        return Variable.get(key, default_var=None, deserialize_json=True)
+        return get_variable(key)
 
     def _set(self, key: str, value: dict[str, Any]) -> None:
-        description = (
-            "OAuth tokens of a Constant Contact connection (rotating refresh token); managed by the hook"
+        set_variable(
+            key,
+            value,
+            description=(
+                "OAuth tokens of a Constant Contact connection (rotating refresh token); managed by the hook"
+            ),
         )
-        if in_task_sdk_context():
-            from airflow.sdk import Variable
-
-            Variable.set(key, value, description=description, serialize_json=True)
-        else:
-            from airflow.models import Variable
-
-            Variable.set(key, value, description=description, serialize_json=True)
 
     def _other_keys(self) -> list[str]:
-        if in_task_sdk_context():
-            from airflow.sdk import Variable
-
-            if not hasattr(Variable, "keys"):  # Airflow < 3.3 cannot list keys from a task
-                return []
-            keys = list(Variable.keys(prefix=VARIABLE_PREFIX))
-        else:
-            from airflow.models import Variable
-            from airflow.utils.session import create_session
-            from sqlalchemy import select
-
-            with create_session() as session:
-                keys = list(
-                    session.scalars(select(Variable.key).where(Variable.key.startswith(VARIABLE_PREFIX)))
-                )
+        keys = variable_keys(VARIABLE_PREFIX)
         return [k for k in keys if k.endswith(VARIABLE_SUFFIX) and k != self.key]
 
     # -- TokenStore
@@ -267,7 +237,11 @@ class _InvalidGrant(Exception):
 
 
 class TokenManager:
-    """Hands out a valid access token, refreshing (and persisting rotations) when needed."""
+    """Hands out a valid access token, refreshing (and persisting rotations) when needed.
+
+    ``http`` is the hook's client: the manager derives its own from it (same session and retry
+    policy) paced for the token endpoint, at :data:`TOKEN_ENDPOINT_RATE` when ``pacing`` is on.
+    """
 
     def __init__(
         self,
@@ -288,10 +262,12 @@ class TokenManager:
         self._client_secret = client_secret
         self._conn_refresh_token = refresh_token
         self.token_url = token_url
-        self._http = http
+        # The token endpoint has its own, slower pace (shared by every client of this URL).
+        self._http = http.derive(
+            pacing=Pacing.shared(f"token:{token_url}", TOKEN_ENDPOINT_RATE if pacing else 0.0)
+        )
         self.store = store
         self.refresh_margin = refresh_margin
-        self._pacing = pacing
         self._clock = clock
         self.origin = lineage_origin(client_id, refresh_token)
         self._key = (token_url, client_id, self.origin)
@@ -429,8 +405,6 @@ class TokenManager:
             "POST",
             self.token_url,
             log_path=path,
-            pacer=pacer_for(f"token:{self.token_url}"),
-            rate=TOKEN_ENDPOINT_RATE if self._pacing else 0.0,
             data=form,
             headers={"Content-Type": "application/x-www-form-urlencoded"},
             **credentials,

@@ -10,25 +10,35 @@ from __future__ import annotations
 import json as jsonlib
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from airflow.sdk import BaseHook
 
+from airflow_provider_constantcontact.constants import (
+    DEFAULT_API_BASE_URL,
+    DEFAULT_TOKEN_URL,
+    MAX_CONTACT_IDS_PER_REMOVAL,
+    MAX_CUSTOM_FIELDS_PAGE_SIZE,
+    MAX_IMPORT_BODY_BYTES,
+    MAX_IMPORT_CONTACTS,
+    MAX_LISTS_PER_REQUEST,
+    MAX_PAGE_SIZE,
+    MAX_REQUESTS_PER_SECOND,
+    REQUIRED_SCOPES,
+)
 from airflow_provider_constantcontact.exceptions import (
     ConstantContactAuthError,
     ConstantContactError,
     ConstantContactNotFoundError,
     ConstantContactReauthorizationRequired,
 )
-from airflow_provider_constantcontact.get_provider_info import DEFAULT_API_BASE_URL, DEFAULT_TOKEN_URL
 from airflow_provider_constantcontact.hooks._http import (
     HttpClient,
+    Pacing,
     RetryPolicy,
     error_for_response,
-    pacer_for,
 )
 from airflow_provider_constantcontact.hooks._tokens import (
     TokenManager,
@@ -40,18 +50,21 @@ if TYPE_CHECKING:
     import requests
     from airflow.sdk import Connection
 
-__all__ = ["MAX_IMPORT_BODY_BYTES", "MAX_IMPORT_CONTACTS", "ConstantContactHook"]
+# The API facts are stated in constants.py; they stay importable from here for existing callers.
+__all__ = [
+    "DEFAULT_MAX_REQUESTS_PER_SECOND",
+    "MAX_CONTACT_IDS_PER_REMOVAL",
+    "MAX_IMPORT_BODY_BYTES",
+    "MAX_IMPORT_CONTACTS",
+    "MAX_LISTS_PER_REQUEST",
+    "REQUIRED_SCOPES",
+    "ConstantContactHook",
+]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_REQUESTS_PER_SECOND = 4.0
-#: Constant Contact imports only the first 4 MB of a JSON import body and silently drops the
-#: rest, so larger bodies are refused here instead (4,000,000 bytes: the safe reading of "4 MB").
-MAX_IMPORT_BODY_BYTES = 4_000_000
-MAX_IMPORT_CONTACTS = 40_000
-MAX_LISTS_PER_REQUEST = 50
-MAX_CONTACT_IDS_PER_REMOVAL = 500
-REQUIRED_SCOPES = ("contact_data", "offline_access")
+#: Default pace of API calls (connection extra ``max_requests_per_second``): the API's own limit.
+DEFAULT_MAX_REQUESTS_PER_SECOND = MAX_REQUESTS_PER_SECOND
 MASKED_VALUE = "***"
 
 
@@ -162,10 +175,12 @@ class ConstantContactHook(BaseHook):
 
     @cached_property
     def _http(self) -> HttpClient:
+        """The API client: paced per application (client id) across every hook of the process."""
         return HttpClient(
             timeout=self.timeout,
             policy=self.retry_policy,
             user_agent="airflow-provider-constantcontact",
+            pacing=Pacing.shared(f"api:{self.connection.login}", self.max_requests_per_second),
         )
 
     @cached_property
@@ -226,7 +241,7 @@ class ConstantContactHook(BaseHook):
         method: str,
         path: str,
         *,
-        not_found_hint: str | None = None,
+        not_found_message: str | None = None,
         extra_headers: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> requests.Response:
@@ -234,27 +249,17 @@ class ConstantContactHook(BaseHook):
         method = method.upper()
         url = self._url(path)
         log_path = urlsplit(url).path  # never the query string: it may hold an email address
-        rate = self.max_requests_per_second
-        pacer = pacer_for(f"api:{self.connection.login}")
         token = self.tokens.access_token()
         for attempt in range(2):
             headers = {"Authorization": f"Bearer {token}", **(extra_headers or {})}
-            response = self._http.send(
-                method,
-                url,
-                log_path=log_path,
-                pacer=pacer,
-                rate=rate,
-                headers=headers,
-                **kwargs,
-            )
+            response = self._http.send(method, url, log_path=log_path, headers=headers, **kwargs)
             if response.status_code == 401 and attempt == 0:
                 log.info("Constant Contact %s %s: 401, refreshing the access token once", method, log_path)
                 token = self.tokens.access_token(stale=token)
                 continue
             break
         if response.status_code >= 400:
-            raise error_for_response(response, method, log_path, hint=not_found_hint)
+            raise error_for_response(response, method, log_path, hint=not_found_message)
         return response
 
     @staticmethod
@@ -267,7 +272,7 @@ class ConstantContactHook(BaseHook):
             path = urlsplit(response.url).path
             raise ConstantContactError(
                 f"Constant Contact {method} {path} answered HTTP {response.status_code} with a body that is "
-                "not JSON: check the connection's api_base_url (default https://api.cc.email/v3).",
+                f"not JSON: check the connection's api_base_url (default {DEFAULT_API_BASE_URL}).",
                 status=response.status_code,
                 method=method,
                 path=path,
@@ -281,13 +286,16 @@ class ConstantContactHook(BaseHook):
         params: dict[str, Any] | None = None,
         json: Any = None,
         data: bytes | None = None,
+        not_found_message: str | None = None,
     ) -> Any:
         """Call the API and return the decoded JSON (None for an empty body).
 
-        ``path`` is relative to ``api_base_url`` (``"/contact_lists"``) or a host-relative
-        ``_links`` href (``"/v3/contact_lists?cursor=..."``). ``data`` is sent as a JSON body as is.
+        Every API call of the hook goes through here. ``path`` is relative to ``api_base_url``
+        (``"/contact_lists"``) or a host-relative ``_links`` href (``"/v3/contact_lists?cursor=..."``).
+        ``data`` is sent as a JSON body as is. ``not_found_message`` is added to the
+        :class:`ConstantContactNotFoundError` of a 404, to say what is missing and what to do.
         """
-        kwargs: dict[str, Any] = {"params": params}
+        kwargs: dict[str, Any] = {"params": params, "not_found_message": not_found_message}
         if json is not None:
             kwargs["json"] = json
         if data is not None:
@@ -295,36 +303,46 @@ class ConstantContactHook(BaseHook):
             kwargs["extra_headers"] = {"Content-Type": "application/json"}
         return self._decode(self._send(method, path, **kwargs), method.upper())
 
-    def _paginate(self, path: str, items_key: str, params: dict[str, Any] | None) -> Iterator[dict]:
-        """Yield every item of every page, following ``_links.next.href``."""
+    def _pages(self, path: str, items_key: str, params: dict[str, Any] | None) -> Iterator[list[dict]]:
+        """Yield the items of each page, one request a page, following ``_links.next.href``.
+
+        The only pagination loop of the hook. ``None`` params are left out; pages after the
+        first are fetched by their href alone, which carries the cursor and the original filters.
+        """
         next_path: str | None = path
         page_params = {k: v for k, v in (params or {}).items() if v is not None}
         while next_path:
             body = self.request("GET", next_path, params=page_params or None) or {}
-            yield from body.get(items_key) or []
+            yield list(body.get(items_key) or [])
             next_path = ((body.get("_links") or {}).get("next") or {}).get("href")
-            page_params = {}  # the href carries the cursor and the original filters
+            page_params = {}
+
+    def _paginate(self, path: str, items_key: str, params: dict[str, Any] | None) -> Iterator[dict]:
+        """Yield every item of every page (see :meth:`_pages`)."""
+        for page in self._pages(path, items_key, params):
+            yield from page
 
     # ------------------------------------------------------------------------------ contact lists
     def iter_contact_lists(
         self, *, name: str | None = None, include_membership_count: bool = False
     ) -> Iterator[dict]:
         """Every contact list (optionally filtered by ``name``), following pagination."""
-        params: dict[str, Any] = {"limit": 500, "name": name}
+        params: dict[str, Any] = {"limit": MAX_PAGE_SIZE, "name": name}
         if include_membership_count:
             params["include_membership_count"] = "all"
         return self._paginate("/contact_lists", "lists", params)
 
     def get_contact_list(self, list_id: str) -> dict:
         """One contact list; :class:`ConstantContactNotFoundError` naming the id when unknown."""
-        try:
-            return self.request("GET", f"/contact_lists/{quote(str(list_id), safe='')}")
-        except ConstantContactNotFoundError as exc:
-            raise exc.with_message(
+        return self.request(
+            "GET",
+            f"/contact_lists/{quote(str(list_id), safe='')}",
+            not_found_message=(
                 f"Constant Contact has no contact list with id '{list_id}'. List ids are UUIDs: open the "
                 "list in the Constant Contact web app (Contacts > Lists) and copy the id from the page's "
                 "URL, or call find_contact_list(name)."
-            ) from None
+            ),
+        )
 
     def find_contact_list(self, name: str) -> dict | None:
         """The list whose name is ``name`` (exact, else the only case-insensitive match), or None."""
@@ -347,7 +365,9 @@ class ConstantContactHook(BaseHook):
     # ---------------------------------------------------------------------------- custom fields
     def get_custom_fields(self) -> list[dict]:
         """All custom fields (``custom_field_id``, ``name``, ``label``, ``type``), every page."""
-        return list(self._paginate("/contact_custom_fields", "custom_fields", {"limit": 100}))
+        return list(
+            self._paginate("/contact_custom_fields", "custom_fields", {"limit": MAX_CUSTOM_FIELDS_PAGE_SIZE})
+        )
 
     # ---------------------------------------------------------------------------------- imports
     def import_contacts(self, contacts: Sequence[dict], list_ids: Sequence[str]) -> dict:
@@ -381,18 +401,15 @@ class ConstantContactHook(BaseHook):
     # ------------------------------------------------------------------------------- activities
     def get_activity(self, activity_id: str) -> dict:
         """One bulk activity (state, percent_done, status counters, activity_errors)."""
-        return self._decode(
-            self._send(
-                "GET",
-                f"/activities/{quote(str(activity_id), safe='')}",
-                not_found_hint=(
-                    f"No activity '{activity_id}': Constant Contact keeps activity records for 10 days."
-                ),
-            ),
+        return self.request(
             "GET",
+            f"/activities/{quote(str(activity_id), safe='')}",
+            not_found_message=(
+                f"No activity '{activity_id}': Constant Contact keeps activity records for 10 days."
+            ),
         )
 
-    def iter_activities(self, *, state: str | None = None, limit: int = 500) -> Iterator[dict]:
+    def iter_activities(self, *, state: str | None = None, limit: int = MAX_PAGE_SIZE) -> Iterator[dict]:
         """Recent activities (last 10 days), optionally in one ``state``, following pagination."""
         return self._paginate("/activities", "activities", {"limit": limit, "state": state})
 
@@ -409,13 +426,26 @@ class ConstantContactHook(BaseHook):
         )
 
     # --------------------------------------------------------------------------------- contacts
+    def iter_contact_pages(
+        self, list_id: str, *, status: str | None = None, limit: int = MAX_PAGE_SIZE
+    ) -> Iterator[list[dict]]:
+        """The members of one list, a page (``contacts`` items) per ``GET /contacts`` request.
+
+        Yields one list per request, so a caller can count requests and log progress while
+        reading a large list (N members cost N / ``limit`` requests). ``status`` filters as the
+        API does (``all`` adds deleted contacts); ``limit`` is the page size, 1 to 500.
+        """
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise ValueError(f"limit must be 1 to {MAX_PAGE_SIZE}, got {limit}")
+        return self._pages("/contacts", "contacts", {"lists": list_id, "status": status, "limit": limit})
+
     def iter_contacts(
         self,
         *,
         list_id: str | None = None,
         email: str | None = None,
         status: str | None = None,
-        limit: int = 500,
+        limit: int = MAX_PAGE_SIZE,
     ) -> Iterator[dict]:
         """Contacts, optionally of one list / with one email / status, following pagination."""
         return self._paginate(
@@ -429,13 +459,29 @@ class ConstantContactHook(BaseHook):
         Used by the UI's Test button (API server, outside any task): a rotated refresh token is
         saved to the Variable store there too (see docs/hook.md).
         """
-        # The Test button waits for the answer: fail fast instead of the full retry budget, and
-        # give the hook its own budget back for whatever it is used for afterwards.
-        self._http.policy = replace(self.retry_policy, max_attempts=min(2, self.retry_policy.max_attempts))
+        # The Test button waits for the answer: check with a twin of this hook that fails fast
+        # (at most 2 attempts a request), so this hook keeps its full retry budget.
+        probe = self._twin(max_attempts=min(2, self.retry_policy.max_attempts))
         try:
-            return self._check_connection()
+            return probe._check_connection()
         finally:
-            self._http.policy = self.retry_policy
+            probe.close()
+
+    def _twin(self, *, max_attempts: int) -> ConstantContactHook:
+        """A new hook on the same connection, token store and settings but ``max_attempts``."""
+        policy = self.retry_policy
+        return type(self)(
+            self.constantcontact_conn_id,
+            # The connection if already fetched; else the twin fetches it, inside its own checks.
+            connection=self.__dict__.get("connection", self._connection),
+            token_store=self._token_store,
+            timeout=self.timeout,
+            max_attempts=max_attempts,
+            backoff_initial=policy.backoff_initial,
+            backoff_max=policy.backoff_max,
+            backoff_jitter=policy.jitter,
+            refresh_margin=self.refresh_margin,
+        )
 
     def _check_connection(self) -> tuple[bool, str]:
         """The checks of :meth:`test_connection`, in the order a user would fix them."""

@@ -11,25 +11,30 @@ from __future__ import annotations
 import ast
 import json
 import logging
-import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_constantcontact.constants import (
+    FAILED_ACTIVITY_STATES,
+    MAX_PAGE_SIZE,
+    TERMINAL_ACTIVITY_STATES,
+)
 from airflow_provider_constantcontact.exceptions import (
     ConstantContactImportError,
     ConstantContactQuotaExceededError,
     ConstantContactRateLimitError,
     ConstantContactServerError,
 )
+from airflow_provider_constantcontact.utils.redaction import redact_emails
 
 if TYPE_CHECKING:
     from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
 
 log = logging.getLogger(__name__)
 
-TERMINAL_STATES = frozenset({"completed", "cancelled", "failed", "timed_out"})
-FAILED_STATES = frozenset({"cancelled", "failed", "timed_out"})
+TERMINAL_STATES = TERMINAL_ACTIVITY_STATES
+FAILED_STATES = FAILED_ACTIVITY_STATES
 STATUS_COUNTERS = (
     "items_total_count",
     "items_completed_count",
@@ -41,13 +46,12 @@ STATUS_COUNTERS = (
     # items_completed_count and list_count only (a counter missing from a status counts 0)
     "list_count",
 )
-LISTING_PAGE_SIZE = 500
+#: One listing request reports on up to this many activities (the API's largest page).
+LISTING_PAGE_SIZE = MAX_PAGE_SIZE
 # Waiting backs off from the poll interval to this cap (or the poll interval when larger):
 # 12 requests an hour per waiting task at most, once an import is known to be slow.
 DEFAULT_MAX_POLL_INTERVAL = 300.0
 BACKOFF_FACTOR = 1.5
-
-_EMAIL_RE = re.compile(r"[^\s@<>()\[\],;:\"']+@[^\s@<>()\[\],;:\"']+\.[A-Za-z]{2,}")
 
 
 def normalize_activity_ids(value: Any) -> list[str]:
@@ -135,11 +139,6 @@ def fetch_activities(hook: ConstantContactHook, activity_ids: Sequence[str]) -> 
     return found
 
 
-def _redact(text: Any) -> str:
-    """Activity errors are Constant Contact's text: keep them, minus any email address."""
-    return _EMAIL_RE.sub("<email>", str(text))
-
-
 def _as_int(value: Any) -> int:
     try:
         return int(value or 0)
@@ -166,7 +165,8 @@ def summarize_activities(activities: Mapping[str, dict]) -> dict:
             "state": state,
             "percent_done": percent,
             "status": counters,
-            "activity_errors": [_redact(error) for error in activity.get("activity_errors") or []],
+            # Activity errors are Constant Contact's text: keep them, minus any email address.
+            "activity_errors": [redact_emails(error) for error in activity.get("activity_errors") or []],
         }
         for name in STATUS_COUNTERS:
             totals[name] += counters[name]

@@ -85,7 +85,9 @@ def browser(monkeypatch: pytest.MonkeyPatch) -> FakeBrowser:
 
 
 @pytest.fixture
-def sandbox(constantcontact_sandbox_factory: Callable[..., ConstantContactSandbox]) -> ConstantContactSandbox:
+def slow_poll_sandbox(
+    constantcontact_sandbox_factory: Callable[..., ConstantContactSandbox],
+) -> ConstantContactSandbox:
     """A sandbox with a device poll interval of 1 s (so slow_down is enforced) and no token pacing."""
     return constantcontact_sandbox_factory(token_rate_limit=0, rate_limit=0, device_poll_interval=1)
 
@@ -130,29 +132,29 @@ def assert_refresh_token_works(sandbox: ConstantContactSandbox, refresh_token: s
 
 
 def test_pkce_end_to_end_prints_masked_connection_json(
-    sandbox: ConstantContactSandbox, browser: FakeBrowser, capsys: pytest.CaptureFixture[str]
+    slow_poll_sandbox: ConstantContactSandbox, browser: FakeBrowser, capsys: pytest.CaptureFixture[str]
 ) -> None:
     port = free_port()
-    code, out, err = run_main(capsys, ["pkce", *oauth_args(sandbox), "--port", str(port)])
+    code, out, err = run_main(capsys, ["pkce", *oauth_args(slow_poll_sandbox), "--port", str(port)])
     browser.join()
 
     assert code == 0, err
     connection = json.loads(out)
     assert connection == {
         "conn_type": "constantcontact",
-        "login": sandbox.client_id,
+        "login": slow_poll_sandbox.client_id,
         "password": "***",
         "extra": {
             "refresh_token": "***",
-            "api_base_url": sandbox.api_base_url,
-            "token_url": sandbox.token_url,
+            "api_base_url": slow_poll_sandbox.api_base_url,
+            "token_url": slow_poll_sandbox.token_url,
         },
     }
-    assert sandbox.client_secret not in out + err
+    assert slow_poll_sandbox.client_secret not in out + err
     # The consent URL carries everything the authorize endpoint needs, PKCE included.
     [url] = browser.urls
     query = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
-    assert url.startswith(sandbox.authorize_url + "?")
+    assert url.startswith(slow_poll_sandbox.authorize_url + "?")
     assert query["redirect_uri"] == f"http://127.0.0.1:{port}/callback"
     assert query["response_type"] == "code"
     assert query["scope"].split() == ["contact_data", "offline_access"]
@@ -168,30 +170,34 @@ def test_pkce_end_to_end_prints_masked_connection_json(
 
 
 def test_pkce_show_secrets_gives_a_working_refresh_token(
-    sandbox: ConstantContactSandbox, browser: FakeBrowser, capsys: pytest.CaptureFixture[str]
+    slow_poll_sandbox: ConstantContactSandbox, browser: FakeBrowser, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out, err = run_main(
         capsys,
-        ["pkce", *oauth_args(sandbox), "--port", str(free_port()), "--show-secrets", "--scopes",
+        ["pkce", *oauth_args(slow_poll_sandbox), "--port", str(free_port()), "--show-secrets", "--scopes",
          "contact_data account_read offline_access", "--max-requests-per-second", "2"],
     )  # fmt: skip
 
     assert code == 0, err
     connection = json.loads(out)
-    assert connection["password"] == sandbox.client_secret
+    assert connection["password"] == slow_poll_sandbox.client_secret
     assert connection["extra"]["max_requests_per_second"] == 2
     refresh_token = connection["extra"]["refresh_token"]
     assert refresh_token not in err
-    assert refresh_token != sandbox.refresh_token  # a new consent, not the seeded one
-    assert_refresh_token_works(sandbox, refresh_token)
+    assert refresh_token != slow_poll_sandbox.refresh_token  # a new consent, not the seeded one
+    assert_refresh_token_works(slow_poll_sandbox, refresh_token)
 
 
 def test_pkce_console_script_airflow_cli_output_adds_the_connection(
-    sandbox: ConstantContactSandbox, airflow_db: Path, request: pytest.FixtureRequest
+    slow_poll_sandbox: ConstantContactSandbox, airflow_db: Path, request: pytest.FixtureRequest
 ) -> None:
     """The installed console script, secret piped on stdin, browser-less; its command really works."""
     request.addfinalizer(lambda: _delete_connection("cc_from_cli"))
-    args = [a for a in oauth_args(sandbox) if a not in ("--client-secret", sandbox.client_secret)]
+    args = [
+        a
+        for a in oauth_args(slow_poll_sandbox)
+        if a not in ("--client-secret", slow_poll_sandbox.client_secret)
+    ]
     env = {k: v for k, v in os.environ.items() if k != "CONSTANTCONTACT_CLIENT_SECRET"}
     process = subprocess.Popen(
         [CLI, "pkce", *args, "--port", str(free_port()), "--no-browser", "--conn-id", "cc_from_cli",
@@ -200,7 +206,7 @@ def test_pkce_console_script_airflow_cli_output_adds_the_connection(
     )  # fmt: skip
     try:
         assert process.stdin is not None
-        process.stdin.write(sandbox.client_secret + "\n")
+        process.stdin.write(slow_poll_sandbox.client_secret + "\n")
         process.stdin.close()
         process.stdin = None  # written and closed: communicate() must not flush it again
         url = _read_until(process, lambda line: line.strip().startswith("http"))
@@ -222,8 +228,8 @@ def test_pkce_console_script_airflow_cli_output_adds_the_connection(
     assert result.returncode == 0, result.stderr
     stored = _get_connection("cc_from_cli")
     assert stored.conn_type == "constantcontact"
-    assert stored.password == sandbox.client_secret
-    assert_refresh_token_works(sandbox, stored.extra_dejson["refresh_token"])
+    assert stored.password == slow_poll_sandbox.client_secret
+    assert_refresh_token_works(slow_poll_sandbox, stored.extra_dejson["refresh_token"])
 
 
 DEAD_OAUTH_BASE_URL = "http://127.0.0.1:9/x"  # port 9 (discard): nothing listens, every call fails
@@ -237,26 +243,36 @@ def override_args(sandbox: ConstantContactSandbox, *endpoints: str) -> list[str]
 
 
 def test_pkce_auth_url_and_token_url_override_the_oauth_base_url(
-    sandbox: ConstantContactSandbox, browser: FakeBrowser, capsys: pytest.CaptureFixture[str]
+    slow_poll_sandbox: ConstantContactSandbox, browser: FakeBrowser, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    endpoints = ["--auth-url", sandbox.authorize_url, "--token-url", sandbox.token_url]
-    argv = ["pkce", *override_args(sandbox, *endpoints), "--port", str(free_port()), "--show-secrets"]
+    endpoints = ["--auth-url", slow_poll_sandbox.authorize_url, "--token-url", slow_poll_sandbox.token_url]
+    argv = [
+        "pkce",
+        *override_args(slow_poll_sandbox, *endpoints),
+        "--port",
+        str(free_port()),
+        "--show-secrets",
+    ]
     code, out, err = run_main(capsys, argv)
     browser.join()
 
     assert code == 0, err
     [url] = browser.urls
-    assert url.startswith(sandbox.authorize_url + "?")
+    assert url.startswith(slow_poll_sandbox.authorize_url + "?")
     connection = json.loads(out)
-    assert connection["extra"]["token_url"] == sandbox.token_url
-    assert_refresh_token_works(sandbox, connection["extra"]["refresh_token"])
+    assert connection["extra"]["token_url"] == slow_poll_sandbox.token_url
+    assert_refresh_token_works(slow_poll_sandbox, connection["extra"]["refresh_token"])
 
 
 def test_pkce_public_client_sends_no_secret(
-    sandbox: ConstantContactSandbox, browser: FakeBrowser, capsys: pytest.CaptureFixture[str]
+    slow_poll_sandbox: ConstantContactSandbox, browser: FakeBrowser, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """An application without a client secret: the client ID goes in the form, no Basic auth."""
-    args = [a for a in oauth_args(sandbox) if a not in ("--client-secret", sandbox.client_secret)]
+    args = [
+        a
+        for a in oauth_args(slow_poll_sandbox)
+        if a not in ("--client-secret", slow_poll_sandbox.client_secret)
+    ]
     code, out, err = run_main(
         capsys, ["pkce", *args, "--public-client", "--port", str(free_port()), "--show-secrets"]
     )
@@ -265,11 +281,11 @@ def test_pkce_public_client_sends_no_secret(
     assert connection["password"] is None
     # The refresh token of a public client refreshes with the client ID alone.
     response = requests.post(
-        sandbox.token_url,
+        slow_poll_sandbox.token_url,
         data={
             "grant_type": "refresh_token",
             "refresh_token": connection["extra"]["refresh_token"],
-            "client_id": sandbox.client_id,
+            "client_id": slow_poll_sandbox.client_id,
         },
         timeout=10,
     )
@@ -277,10 +293,10 @@ def test_pkce_public_client_sends_no_secret(
 
 
 def test_denied_consent_exits_3(
-    sandbox: ConstantContactSandbox, browser: FakeBrowser, capsys: pytest.CaptureFixture[str]
+    slow_poll_sandbox: ConstantContactSandbox, browser: FakeBrowser, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    sandbox.deny_next_consent()
-    code, out, err = run_main(capsys, ["pkce", *oauth_args(sandbox), "--port", str(free_port())])
+    slow_poll_sandbox.deny_next_consent()
+    code, out, err = run_main(capsys, ["pkce", *oauth_args(slow_poll_sandbox), "--port", str(free_port())])
     browser.join()
 
     assert code == EXIT_DENIED
@@ -291,10 +307,10 @@ def test_denied_consent_exits_3(
 
 
 def test_wrong_client_secret_exits_4_without_echoing_it(
-    sandbox: ConstantContactSandbox, browser: FakeBrowser, capsys: pytest.CaptureFixture[str]
+    slow_poll_sandbox: ConstantContactSandbox, browser: FakeBrowser, capsys: pytest.CaptureFixture[str]
 ) -> None:
     wrong = "not-the-secret-4711"
-    argv = ["pkce", *oauth_args(sandbox, secret=wrong), "--port", str(free_port())]
+    argv = ["pkce", *oauth_args(slow_poll_sandbox, secret=wrong), "--port", str(free_port())]
     code, out, err = run_main(capsys, argv)
 
     assert code == EXIT_INVALID_CLIENT
@@ -305,10 +321,11 @@ def test_wrong_client_secret_exits_4_without_echoing_it(
 
 
 def test_missing_offline_access_exits_6(
-    sandbox: ConstantContactSandbox, browser: FakeBrowser, capsys: pytest.CaptureFixture[str]
+    slow_poll_sandbox: ConstantContactSandbox, browser: FakeBrowser, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out, err = run_main(
-        capsys, ["pkce", *oauth_args(sandbox), "--port", str(free_port()), "--scopes", "contact_data"]
+        capsys,
+        ["pkce", *oauth_args(slow_poll_sandbox), "--port", str(free_port()), "--scopes", "contact_data"],
     )
 
     assert code == EXIT_NO_REFRESH_TOKEN
@@ -317,20 +334,22 @@ def test_missing_offline_access_exits_6(
     assert "offline_access" in err
 
 
-def test_forged_state_is_refused(sandbox: ConstantContactSandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_forged_state_is_refused(
+    slow_poll_sandbox: ConstantContactSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fake = FakeBrowser(tamper_state=True)
     monkeypatch.setattr(_pkce, "open_browser", fake)
-    assert main(["pkce", *oauth_args(sandbox), "--port", str(free_port())]) == EXIT_FAILURE
+    assert main(["pkce", *oauth_args(slow_poll_sandbox), "--port", str(free_port())]) == EXIT_FAILURE
 
 
 def test_port_in_use_exits_7_before_any_consent(
-    sandbox: ConstantContactSandbox, browser: FakeBrowser, capsys: pytest.CaptureFixture[str]
+    slow_poll_sandbox: ConstantContactSandbox, browser: FakeBrowser, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        code, _out, err = run_main(capsys, ["pkce", *oauth_args(sandbox), "--port", str(port)])
+        code, _out, err = run_main(capsys, ["pkce", *oauth_args(slow_poll_sandbox), "--port", str(port)])
 
     assert code == EXIT_PORT_IN_USE
     assert f"Port {port} on 127.0.0.1 is already in use" in err
@@ -338,31 +357,35 @@ def test_port_in_use_exits_7_before_any_consent(
 
 
 def test_no_redirect_times_out_with_exit_5(
-    sandbox: ConstantContactSandbox, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    slow_poll_sandbox: ConstantContactSandbox,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setattr(_pkce, "open_browser", FakeBrowser(act=False))
     code, _out, err = run_main(
-        capsys, ["pkce", *oauth_args(sandbox), "--port", str(free_port()), "--timeout", "1"]
+        capsys, ["pkce", *oauth_args(slow_poll_sandbox), "--port", str(free_port()), "--timeout", "1"]
     )
     assert code == EXIT_EXPIRED
     assert "No redirect arrived" in err
 
 
 def test_redirect_uri_must_be_loopback(
-    sandbox: ConstantContactSandbox, capsys: pytest.CaptureFixture[str]
+    slow_poll_sandbox: ConstantContactSandbox, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, _out, err = run_main(
-        capsys, ["pkce", *oauth_args(sandbox), "--redirect-uri", "https://example.com/callback"]
+        capsys, ["pkce", *oauth_args(slow_poll_sandbox), "--redirect-uri", "https://example.com/callback"]
     )
     assert code == EXIT_FAILURE
     assert "http://127.0.0.1:<port>" in err
 
 
 def test_localhost_redirect_uri_is_sent_as_given(
-    sandbox: ConstantContactSandbox, browser: FakeBrowser, capsys: pytest.CaptureFixture[str]
+    slow_poll_sandbox: ConstantContactSandbox, browser: FakeBrowser, capsys: pytest.CaptureFixture[str]
 ) -> None:
     redirect_uri = f"http://localhost:{free_port()}/oauth/cc"
-    code, _out, err = run_main(capsys, ["pkce", *oauth_args(sandbox), "--redirect-uri", redirect_uri])
+    code, _out, err = run_main(
+        capsys, ["pkce", *oauth_args(slow_poll_sandbox), "--redirect-uri", redirect_uri]
+    )
     assert code == 0, err
     assert parse_qs(urlsplit(browser.urls[0]).query)["redirect_uri"] == [redirect_uri]
 
@@ -371,24 +394,34 @@ def test_localhost_redirect_uri_is_sent_as_given(
 
 
 def test_client_secret_from_environment(
-    sandbox: ConstantContactSandbox,
+    slow_poll_sandbox: ConstantContactSandbox,
     browser: FakeBrowser,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("CONSTANTCONTACT_CLIENT_SECRET", sandbox.client_secret)
-    args = [a for a in oauth_args(sandbox) if a not in ("--client-secret", sandbox.client_secret)]
+    monkeypatch.setenv("CONSTANTCONTACT_CLIENT_SECRET", slow_poll_sandbox.client_secret)
+    args = [
+        a
+        for a in oauth_args(slow_poll_sandbox)
+        if a not in ("--client-secret", slow_poll_sandbox.client_secret)
+    ]
     code, out, err = run_main(capsys, ["pkce", *args, "--port", str(free_port()), "--show-secrets"])
     assert code == 0, err
-    assert json.loads(out)["password"] == sandbox.client_secret
+    assert json.loads(out)["password"] == slow_poll_sandbox.client_secret
 
 
 def test_missing_client_secret_is_a_usage_error(
-    sandbox: ConstantContactSandbox, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    slow_poll_sandbox: ConstantContactSandbox,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.delenv("CONSTANTCONTACT_CLIENT_SECRET", raising=False)
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
-    args = [a for a in oauth_args(sandbox) if a not in ("--client-secret", sandbox.client_secret)]
+    args = [
+        a
+        for a in oauth_args(slow_poll_sandbox)
+        if a not in ("--client-secret", slow_poll_sandbox.client_secret)
+    ]
     code, _out, err = run_main(capsys, ["device", *args])
     assert code == EXIT_USAGE
     assert "No client secret" in err
@@ -437,20 +470,27 @@ def run_device_console_script(args: list[str]) -> tuple[dict[str, Any], str]:
     return json.loads(out), complete
 
 
-def test_device_flow_end_to_end_console_script(sandbox: ConstantContactSandbox) -> None:
+def test_device_flow_end_to_end_console_script(slow_poll_sandbox: ConstantContactSandbox) -> None:
     """The person opens the verification URL elsewhere and approves; the CLI's poll then succeeds."""
-    connection, _complete = run_device_console_script(oauth_args(sandbox))
-    assert connection["login"] == sandbox.client_id
-    assert connection["extra"]["token_url"] == sandbox.token_url
-    assert_refresh_token_works(sandbox, connection["extra"]["refresh_token"])
+    connection, _complete = run_device_console_script(oauth_args(slow_poll_sandbox))
+    assert connection["login"] == slow_poll_sandbox.client_id
+    assert connection["extra"]["token_url"] == slow_poll_sandbox.token_url
+    assert_refresh_token_works(slow_poll_sandbox, connection["extra"]["refresh_token"])
 
 
-def test_device_auth_url_and_token_url_override_the_oauth_base_url(sandbox: ConstantContactSandbox) -> None:
-    endpoints = ["--device-auth-url", sandbox.device_authorize_url, "--token-url", sandbox.token_url]
-    connection, complete = run_device_console_script(override_args(sandbox, *endpoints))
-    assert complete.startswith(sandbox.base_url)  # the verification URL came from the override
-    assert connection["extra"]["token_url"] == sandbox.token_url
-    assert_refresh_token_works(sandbox, connection["extra"]["refresh_token"])
+def test_device_auth_url_and_token_url_override_the_oauth_base_url(
+    slow_poll_sandbox: ConstantContactSandbox,
+) -> None:
+    endpoints = [
+        "--device-auth-url",
+        slow_poll_sandbox.device_authorize_url,
+        "--token-url",
+        slow_poll_sandbox.token_url,
+    ]
+    connection, complete = run_device_console_script(override_args(slow_poll_sandbox, *endpoints))
+    assert complete.startswith(slow_poll_sandbox.base_url)  # the verification URL came from the override
+    assert connection["extra"]["token_url"] == slow_poll_sandbox.token_url
+    assert_refresh_token_works(slow_poll_sandbox, connection["extra"]["refresh_token"])
 
 
 class DeviceUser:
@@ -494,17 +534,17 @@ class DeviceUser:
         )
 
 
-def test_device_flow_honours_slow_down(sandbox: ConstantContactSandbox) -> None:
-    # The fake sleep returns at once: the second poll comes too fast, the sandbox says slow_down.
-    user = DeviceUser(sandbox, "approve", on_sleep=3)
+def test_device_flow_honours_slow_down(slow_poll_sandbox: ConstantContactSandbox) -> None:
+    # The fake sleep returns at once: the second poll comes too fast, the slow_poll_sandbox says slow_down.
+    user = DeviceUser(slow_poll_sandbox, "approve", on_sleep=3)
     tokens = user.run()
     assert user.sleeps == [1, 1, 6]
     assert tokens["refresh_token"]
 
 
-def test_device_flow_denied(sandbox: ConstantContactSandbox) -> None:
+def test_device_flow_denied(slow_poll_sandbox: ConstantContactSandbox) -> None:
     with pytest.raises(AuthCliError, match=r"denied \(access_denied\)") as raised:
-        DeviceUser(sandbox, "deny").run()
+        DeviceUser(slow_poll_sandbox, "deny").run()
     assert raised.value.exit_code == EXIT_DENIED
 
 
@@ -530,9 +570,9 @@ def test_device_code_expired_cli_exits_5(
 
 
 def test_device_flow_wrong_secret_fails_before_showing_a_code(
-    sandbox: ConstantContactSandbox, capsys: pytest.CaptureFixture[str]
+    slow_poll_sandbox: ConstantContactSandbox, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, _out, err = run_main(capsys, ["device", *oauth_args(sandbox, secret="wrong-secret-1234")])
+    code, _out, err = run_main(capsys, ["device", *oauth_args(slow_poll_sandbox, secret="wrong-secret-1234")])
     assert code == EXIT_INVALID_CLIENT
     assert "invalid_client" in err
     assert "enter the code" not in err
@@ -542,22 +582,23 @@ def test_device_flow_wrong_secret_fails_before_showing_a_code(
 
 
 def test_output_file_holds_secrets_privately(
-    sandbox: ConstantContactSandbox,
+    slow_poll_sandbox: ConstantContactSandbox,
     browser: FakeBrowser,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     target = tmp_path / "conn.json"
     code, out, err = run_main(
-        capsys, ["pkce", *oauth_args(sandbox), "--port", str(free_port()), "--output-file", str(target)]
+        capsys,
+        ["pkce", *oauth_args(slow_poll_sandbox), "--port", str(free_port()), "--output-file", str(target)],
     )
     assert code == 0, err
     assert json.loads(out)["extra"]["refresh_token"] == "***"
     written = json.loads(target.read_text())
-    assert written["password"] == sandbox.client_secret
+    assert written["password"] == slow_poll_sandbox.client_secret
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert written["extra"]["refresh_token"] not in out + err
-    assert_refresh_token_works(sandbox, written["extra"]["refresh_token"])
+    assert_refresh_token_works(slow_poll_sandbox, written["extra"]["refresh_token"])
 
 
 def test_output_file_that_exists_is_made_private_before_the_secrets_are_written(
@@ -589,11 +630,11 @@ def test_output_file_that_exists_is_made_private_before_the_secrets_are_written(
 
 
 def test_airflow_cli_output_is_masked_by_default(
-    sandbox: ConstantContactSandbox, browser: FakeBrowser, capsys: pytest.CaptureFixture[str]
+    slow_poll_sandbox: ConstantContactSandbox, browser: FakeBrowser, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out, err = run_main(
         capsys,
-        ["pkce", *oauth_args(sandbox), "--port", str(free_port()), "--output", "airflow-cli",
+        ["pkce", *oauth_args(slow_poll_sandbox), "--port", str(free_port()), "--output", "airflow-cli",
          "--conn-id", "cc x"],
     )  # fmt: skip
     assert code == 0, err
@@ -602,7 +643,7 @@ def test_airflow_cli_output_is_masked_by_default(
     connection = json.loads(command[5])
     assert connection["password"] == "***"
     assert connection["extra"]["refresh_token"] == "***"
-    assert sandbox.client_secret not in out + err
+    assert slow_poll_sandbox.client_secret not in out + err
 
 
 def _get_connection(conn_id: str) -> Any:
@@ -634,24 +675,24 @@ def saved_conn_id(airflow_db: Path) -> Iterator[str]:
 
 
 def test_save_creates_then_updates_the_connection(
-    sandbox: ConstantContactSandbox,
+    slow_poll_sandbox: ConstantContactSandbox,
     browser: FakeBrowser,
     saved_conn_id: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    base = ["pkce", *oauth_args(sandbox), "--save", "--conn-id", saved_conn_id]
+    base = ["pkce", *oauth_args(slow_poll_sandbox), "--save", "--conn-id", saved_conn_id]
     code, out, err = run_main(capsys, [*base, "--port", str(free_port())])
     assert code == 0, err
     assert f"Created connection '{saved_conn_id}'" in err
     assert "shadows" not in err
-    assert sandbox.client_secret not in out + err
+    assert slow_poll_sandbox.client_secret not in out + err
     first = _get_connection(saved_conn_id)
     assert first.conn_type == "constantcontact"
-    assert first.login == sandbox.client_id
-    assert first.password == sandbox.client_secret
-    assert first.extra_dejson["api_base_url"] == sandbox.api_base_url
-    assert first.extra_dejson["token_url"] == sandbox.token_url
-    assert_refresh_token_works(sandbox, first.extra_dejson["refresh_token"])
+    assert first.login == slow_poll_sandbox.client_id
+    assert first.password == slow_poll_sandbox.client_secret
+    assert first.extra_dejson["api_base_url"] == slow_poll_sandbox.api_base_url
+    assert first.extra_dejson["token_url"] == slow_poll_sandbox.token_url
+    assert_refresh_token_works(slow_poll_sandbox, first.extra_dejson["refresh_token"])
 
     code, _out, err = run_main(capsys, [*base, "--port", str(free_port()), "--max-requests-per-second", "0"])
     assert code == 0, err
@@ -662,7 +703,7 @@ def test_save_creates_then_updates_the_connection(
 
 
 def test_save_warns_when_an_environment_variable_shadows_the_connection(
-    sandbox: ConstantContactSandbox,
+    slow_poll_sandbox: ConstantContactSandbox,
     browser: FakeBrowser,
     saved_conn_id: str,
     monkeypatch: pytest.MonkeyPatch,
@@ -670,7 +711,15 @@ def test_save_warns_when_an_environment_variable_shadows_the_connection(
 ) -> None:
     env_var = "AIRFLOW_CONN_" + saved_conn_id.upper()
     monkeypatch.setenv(env_var, '{"conn_type": "constantcontact", "login": "stale"}')
-    argv = ["pkce", *oauth_args(sandbox), "--save", "--conn-id", saved_conn_id, "--port", str(free_port())]
+    argv = [
+        "pkce",
+        *oauth_args(slow_poll_sandbox),
+        "--save",
+        "--conn-id",
+        saved_conn_id,
+        "--port",
+        str(free_port()),
+    ]
     code, _out, err = run_main(capsys, argv)
 
     assert code == 0, err
@@ -679,11 +728,11 @@ def test_save_warns_when_an_environment_variable_shadows_the_connection(
     assert env_var in warning
     assert "shadows the saved connection" in warning
     assert "stale" not in err  # names the variable, never prints its value
-    assert _get_connection(saved_conn_id).login == sandbox.client_id
+    assert _get_connection(saved_conn_id).login == slow_poll_sandbox.client_id
 
 
 def test_save_without_a_migrated_db_fails_clearly(
-    sandbox: ConstantContactSandbox,
+    slow_poll_sandbox: ConstantContactSandbox,
     browser: FakeBrowser,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -694,7 +743,9 @@ def test_save_without_a_migrated_db_fails_clearly(
     import airflow.utils.session
 
     monkeypatch.setattr(airflow.utils.session, "create_session", broken_session)
-    code, out, err = run_main(capsys, ["pkce", *oauth_args(sandbox), "--port", str(free_port()), "--save"])
+    code, out, err = run_main(
+        capsys, ["pkce", *oauth_args(slow_poll_sandbox), "--port", str(free_port()), "--save"]
+    )
     assert code == EXIT_FAILURE
     assert "no such table: connection" in err
     assert "airflow db migrate" in err

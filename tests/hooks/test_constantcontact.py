@@ -569,6 +569,30 @@ def test_unknown_contact_list_names_the_id_and_where_to_find_ids(authed):
     assert err.value.status == 404
 
 
+def test_an_unknown_activity_says_how_long_activities_are_kept(authed):
+    body = [{"error_key": "not.found", "error_message": "gone"}]
+    authed.get(f"{API}/activities/a-1", status=404, json=body)
+
+    with pytest.raises(ConstantContactNotFoundError) as err:
+        fast_hook(MemoryTokenStore()).get_activity("a-1")
+    assert "HTTP 404 (not.found: gone)" in str(err.value)
+    assert "No activity 'a-1'" in str(err.value)
+    assert "10 days" in str(err.value)
+    assert (err.value.status, err.value.path, err.value.error_key) == (404, "/v3/activities/a-1", "not.found")
+
+
+def test_a_not_found_message_is_added_to_any_404_of_request(authed):
+    authed.get(f"{API}/things/x", status=404, json=[{"error_key": "not.found", "error_message": "Not found"}])
+    authed.get(f"{API}/things/y", status=500, json=[{"error_key": "oops", "error_message": "down"}])
+    hook = fast_hook(MemoryTokenStore(), max_attempts=1)
+
+    with pytest.raises(ConstantContactNotFoundError, match=r"HTTP 404 .*\. Look elsewhere\.$"):
+        hook.request("GET", "/things/x", not_found_message="Look elsewhere.")
+    with pytest.raises(ConstantContactServerError) as err:
+        hook.request("GET", "/things/y", not_found_message="Look elsewhere.")
+    assert "Look elsewhere" not in str(err.value)
+
+
 # ---------------------------------------------------------------------------------- API methods
 def test_pagination_follows_next_links(authed):
     authed.get(
@@ -706,6 +730,20 @@ def test_hooks_of_one_application_share_a_pacer(authed):
         fast_hook(MemoryTokenStore(), max_requests_per_second=10).request("GET", "/contact_lists")
     # three API calls from three hooks at 10/s: at least two 0.1 s gaps
     assert time.monotonic() - start >= 0.19
+
+
+def test_a_derived_client_shares_the_session_but_changes_nothing_of_the_original():
+    pacing = _http.Pacing.shared("api:derive-test", 4.0)
+    client = _http.HttpClient(timeout=(1.0, 1.0), policy=_http.RetryPolicy(), user_agent="t", pacing=pacing)
+
+    fast = client.derive(policy=_http.RetryPolicy(max_attempts=2))
+    token = client.derive(pacing=_http.Pacing.shared("token:derive-test", 0.8))
+
+    assert fast.session is client.session is token.session
+    assert (client.policy.max_attempts, fast.policy.max_attempts) == (6, 2)
+    assert fast.pacing is client.pacing is pacing
+    assert token.pacing.rate == 0.8
+    assert token.policy is client.policy
 
 
 def test_invalid_requests_per_second_is_rejected():

@@ -105,6 +105,71 @@ def test_api_methods_round_trip(constantcontact_sandbox):
         hook.get_contact_list("00000000-0000-0000-0000-000000000000")
 
 
+def import_and_wait(hook: ConstantContactHook, emails: list[str], list_id: str) -> None:
+    """Import ``emails`` into ``list_id`` through the hook and wait until the sandbox is done."""
+    activity_id = hook.import_contacts([{"email": e} for e in emails], [list_id])["activity_id"]
+    deadline = time.monotonic() + 10
+    while hook.get_activity(activity_id)["state"] != "completed":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def contacts_requests(sandbox) -> list:
+    return [e for e in api_requests(sandbox, "/v3/contacts") if e.method == "GET"]
+
+
+def test_iter_contact_pages_yields_one_page_per_request(constantcontact_sandbox):
+    sandbox = constantcontact_sandbox
+    hook = sandbox_hook(sandbox)
+    list_id = sandbox.create_list("Mirror")
+    emails = [f"member{i}@example.com" for i in range(5)]
+    import_and_wait(hook, emails, list_id)
+    import_and_wait(hook, ["outsider@example.com"], sandbox.list_ids["Newsletter"])
+    before = len(contacts_requests(sandbox))
+
+    sizes = []
+    for page in hook.iter_contact_pages(list_id, limit=2):
+        sizes.append(len(page))
+        assert len(contacts_requests(sandbox)) == before + len(sizes)  # fetched lazily, a page a request
+
+    assert sizes == [2, 2, 1]
+    first, *rest = contacts_requests(sandbox)[before:]
+    assert first.query == {"lists": list_id, "limit": "2"}
+    assert all(set(e.query) == {"cursor"} for e in rest)  # next links carry the query
+    members = [c["email_address"]["address"] for page in hook.iter_contact_pages(list_id) for c in page]
+    assert sorted(members) == emails
+
+
+def test_iter_contact_pages_filters_by_status(constantcontact_sandbox):
+    sandbox = constantcontact_sandbox
+    hook = sandbox_hook(sandbox)
+    list_id = sandbox.create_list("Mirror")
+    import_and_wait(hook, ["stays@example.com", "leaves@example.com"], list_id)
+    sandbox.mark_unsubscribed(["leaves@example.com"])
+
+    def addresses(status):
+        pages = hook.iter_contact_pages(list_id, status=status)
+        return sorted(c["email_address"]["address"] for page in pages for c in page)
+
+    assert addresses(None) == ["leaves@example.com", "stays@example.com"]
+    assert addresses("active") == ["stays@example.com"]
+    assert contacts_requests(sandbox)[-1].query == {"lists": list_id, "status": "active", "limit": "500"}
+
+
+def test_iter_contact_pages_of_an_empty_list_is_one_empty_page(constantcontact_sandbox):
+    hook = sandbox_hook(constantcontact_sandbox)
+
+    assert list(hook.iter_contact_pages(constantcontact_sandbox.create_list("Empty"))) == [[]]
+    assert len(contacts_requests(constantcontact_sandbox)) == 1
+
+
+@pytest.mark.parametrize("limit", [0, 501])
+def test_iter_contact_pages_refuses_a_page_size_the_api_would_reject(constantcontact_sandbox, limit):
+    with pytest.raises(ValueError, match="1 to 500"):
+        sandbox_hook(constantcontact_sandbox).iter_contact_pages("any", limit=limit)
+    assert api_requests(constantcontact_sandbox) == []
+
+
 def test_rotating_refresh_token_is_stored_and_used_by_the_next_process(constantcontact_sandbox_factory):
     sandbox = constantcontact_sandbox_factory(rotating_refresh_tokens=True, rate_limit=0, token_rate_limit=0)
     original = sandbox.refresh_token

@@ -19,12 +19,12 @@ import pytest
 import requests
 from airflow.sdk import Connection
 
+from airflow_provider_constantcontact._compat import in_task_sdk_context
 from airflow_provider_constantcontact.exceptions import ConstantContactReauthorizationRequired
 from airflow_provider_constantcontact.hooks import _tokens
 from airflow_provider_constantcontact.hooks._tokens import (
     TokenRecord,
     VariableTokenStore,
-    in_task_sdk_context,
     lineage_origin,
     variable_key,
 )
@@ -286,7 +286,7 @@ DAG_FILE = textwrap.dedent(
     def cc_hook_store_probe():
         @task
         def first():
-            from airflow_provider_constantcontact.hooks._tokens import in_task_sdk_context
+            from airflow_provider_constantcontact._compat import in_task_sdk_context
             from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
 
             if not in_task_sdk_context():

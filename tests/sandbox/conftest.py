@@ -1,4 +1,7 @@
-"""Helpers for the sandbox contract tests: authenticated sessions over real HTTP."""
+"""Helpers for the sandbox contract tests: authenticated sessions over real HTTP.
+
+The ``sandbox`` fixture itself is shared by every test folder: see ``tests/conftest.py``.
+"""
 
 from __future__ import annotations
 
@@ -42,12 +45,6 @@ def post_json(session: requests.Session, url: str, payload: Any) -> requests.Res
 def import_body(contacts: list[dict[str, Any]], list_ids: list[str]) -> bytes:
     """An encoded contacts_json_import body."""
     return json.dumps({"import_data": contacts, "list_ids": list_ids}).encode()
-
-
-@pytest.fixture
-def sandbox(constantcontact_sandbox: ConstantContactSandbox) -> ConstantContactSandbox:
-    """The plugin's default sandbox (limits off, "Newsletter" list, "loyalty_tier" field)."""
-    return constantcontact_sandbox
 
 
 @pytest.fixture

@@ -21,25 +21,9 @@ from airflow_provider_constantcontact.hooks.constantcontact import ConstantConta
 from airflow_provider_constantcontact.sensors.constantcontact import ConstantContactImportSensor
 from airflow_provider_constantcontact.triggers.constantcontact import ConstantContactImportTrigger
 from airflow_provider_constantcontact.utils.activities import TERMINAL_STATES
+from tests.conftest import start_imports
 
 CONN_ID = "constantcontact_default"
-
-
-@pytest.fixture
-def sandbox(constantcontact_sandbox, monkeypatch, airflow_db):
-    monkeypatch.setenv("AIRFLOW_CONN_CONSTANTCONTACT_DEFAULT", constantcontact_sandbox.connection_json())
-    return constantcontact_sandbox
-
-
-def start_imports(sandbox, count: int = 1, contacts_each: int = 5) -> list[str]:
-    hook = ConstantContactHook(CONN_ID)
-    list_id = sandbox.create_list(f"Sensor {time.monotonic_ns()}")
-    return [
-        hook.import_contacts([{"email": f"s{n}.{i}@example.com"} for i in range(contacts_each)], [list_id])[
-            "activity_id"
-        ]
-        for n in range(count)
-    ]
 
 
 def wait_done(sandbox, ids: list[str]) -> None:
@@ -124,27 +108,27 @@ def reschedule_context() -> dict:
 
 
 # ----------------------------------------------------------------------------- poke mode
-def test_poke_mode_waits_and_returns_the_summary(sandbox):
-    sandbox.processing_rate = 10  # 10 contacts: about a second
-    ids = start_imports(sandbox, count=2)
-    since = len(sandbox.request_log)
+def test_poke_mode_waits_and_returns_the_summary(default_conn_sandbox):
+    default_conn_sandbox.processing_rate = 10  # 10 contacts: about a second
+    ids = start_imports(default_conn_sandbox, count=2)
+    since = len(default_conn_sandbox.request_log)
 
     summary = sensor(ids, mode="poke", deferrable=False).execute({})
 
     assert summary["done"] is True
     assert set(summary["activities"]) == set(ids)
     assert summary["totals"]["items_total_count"] == 10
-    polls = [e for e in sandbox.request_log[since:] if e.path.startswith("/v3/")]
+    polls = [e for e in default_conn_sandbox.request_log[since:] if e.path.startswith("/v3/")]
     assert len(polls) >= 2, "the sensor did not have to wait"
     assert {e.path.rstrip("/") for e in polls} == {"/v3/activities"}
 
 
-def test_poke_mode_waits_for_imports_and_removals_together(sandbox):
+def test_poke_mode_waits_for_imports_and_removals_together(default_conn_sandbox):
     """A mirror run waits for its imports and its removals of list memberships alike."""
-    sandbox.processing_rate = 10  # 5 contacts and 6 removals: about half a second each
-    import_ids = start_imports(sandbox, count=1)
-    list_id = sandbox.create_list(f"Mirror {time.monotonic_ns()}")
-    contact_ids = sandbox.add_list_members(list_id, [f"gone{n}@example.com" for n in range(6)])
+    default_conn_sandbox.processing_rate = 10  # 5 contacts and 6 removals: about half a second each
+    import_ids = start_imports(default_conn_sandbox, count=1)
+    list_id = default_conn_sandbox.create_list(f"Mirror {time.monotonic_ns()}")
+    contact_ids = default_conn_sandbox.add_list_members(list_id, [f"gone{n}@example.com" for n in range(6)])
     hook = ConstantContactHook(CONN_ID)
     removal_ids = [hook.remove_list_memberships(contact_ids[n::2], [list_id])["activity_id"] for n in (0, 1)]
 
@@ -155,16 +139,18 @@ def test_poke_mode_waits_for_imports_and_removals_together(sandbox):
     assert summary["totals"]["items_total_count"] == 11
     assert summary["totals"]["list_count"] == 2
     assert summary["totals"]["person_count"] == 5
-    assert sandbox.list_member_emails(list_id) == set()
+    assert default_conn_sandbox.list_member_emails(list_id) == set()
 
 
 FAILED_STATES = ["failed", "cancelled", "timed_out"]
 
 
 @pytest.mark.parametrize("state", FAILED_STATES)
-def test_poke_mode_fails_with_the_activity_errors(sandbox, state):
-    sandbox.fail_next_activity(errors=["Contacts could not be imported: list is locked"], state=state)
-    ids = start_imports(sandbox)
+def test_poke_mode_fails_with_the_activity_errors(default_conn_sandbox, state):
+    default_conn_sandbox.fail_next_activity(
+        errors=["Contacts could not be imported: list is locked"], state=state
+    )
+    ids = start_imports(default_conn_sandbox)
     with pytest.raises(ConstantContactImportError) as failure:
         sensor(ids, deferrable=False).execute({})
     assert f"activity {ids[0]} ended {state}: Contacts could not be imported: list is locked" in str(
@@ -172,20 +158,20 @@ def test_poke_mode_fails_with_the_activity_errors(sandbox, state):
     )
 
 
-def test_poke_mode_times_out(sandbox):
-    sandbox.processing_rate = 0.01
-    ids = start_imports(sandbox)
+def test_poke_mode_times_out(default_conn_sandbox):
+    default_conn_sandbox.processing_rate = 0.01
+    ids = start_imports(default_conn_sandbox)
     with pytest.raises(AirflowSensorTimeout):
         sensor(ids, deferrable=False, timeout=0.5, poke_interval=0.1).execute({})
 
 
-def test_max_error_ratio_fails_an_import_that_rejected_most_contacts(sandbox):
+def test_max_error_ratio_fails_an_import_that_rejected_most_contacts(default_conn_sandbox):
     hook = ConstantContactHook(CONN_ID)
-    list_id = sandbox.create_list("Mostly invalid")
+    list_id = default_conn_sandbox.create_list("Mostly invalid")
     contacts = [{"email": "ok@example.com"}] + [{"email": f"not-an-email-{i}"} for i in range(3)]
     ids = [hook.import_contacts(contacts, [list_id])["activity_id"]]
-    wait_done(sandbox, ids)
-    record = sandbox.get_activity(ids[0])
+    wait_done(default_conn_sandbox, ids)
+    record = default_conn_sandbox.get_activity(ids[0])
     assert record["status"]["error_count"] >= 3, record["status"]
 
     with pytest.raises(ConstantContactImportError, match="more than max_error_ratio"):
@@ -194,9 +180,9 @@ def test_max_error_ratio_fails_an_import_that_rejected_most_contacts(sandbox):
 
 
 @pytest.mark.parametrize("form", ["one id", "list", "json string", "python string", "summary dict"])
-def test_accepts_every_form_of_activity_ids(sandbox, form):
-    ids = start_imports(sandbox, count=2)
-    wait_done(sandbox, ids)
+def test_accepts_every_form_of_activity_ids(default_conn_sandbox, form):
+    ids = start_imports(default_conn_sandbox, count=2)
+    wait_done(default_conn_sandbox, ids)
     value = {
         "one id": ids[0],
         "list": ids,
@@ -208,32 +194,32 @@ def test_accepts_every_form_of_activity_ids(sandbox, form):
     assert set(summary["activities"]) == ({ids[0]} if form == "one id" else set(ids))
 
 
-def test_no_activity_succeeds_at_once_without_a_request(sandbox):
-    since = len(sandbox.request_log)
+def test_no_activity_succeeds_at_once_without_a_request(default_conn_sandbox):
+    since = len(default_conn_sandbox.request_log)
     for mode_kwargs in ({"deferrable": False}, {"deferrable": True}):
         summary = sensor([], **mode_kwargs).execute({})
         assert summary["activities"] == {}
         assert summary["done"] is True
-    assert sandbox.request_log[since:] == []
+    assert default_conn_sandbox.request_log[since:] == []
 
 
 TRANSIENT_FAULTS = ["503", "429", "dropped"]  # server trouble, throttling, network
 
 
 @pytest.mark.parametrize("fault", TRANSIENT_FAULTS)
-def test_poke_mode_rides_out_a_transient_error(sandbox, fault, caplog, capsys):
-    ids = start_imports(sandbox)
-    wait_done(sandbox, ids)
+def test_poke_mode_rides_out_a_transient_error(default_conn_sandbox, fault, caplog, capsys):
+    ids = start_imports(default_conn_sandbox)
+    wait_done(default_conn_sandbox, ids)
     task = sensor(ids, mode="poke", deferrable=False)
     task.hook = quick_hook()
-    inject(sandbox, fault)
-    since = len(sandbox.request_log)
+    inject(default_conn_sandbox, fault)
+    since = len(default_conn_sandbox.request_log)
 
     summary = task.execute({})
 
     assert summary["done"] is True
     expected = 0 if fault == "dropped" else int(fault)
-    assert listing_statuses(sandbox, since) == [expected, expected, 200]
+    assert listing_statuses(default_conn_sandbox, since) == [expected, expected, 200]
     # The error's kind and status only: no server text, which might echo personal data.
     label = {
         "503": "ConstantContactServerError (HTTP 503)",
@@ -245,10 +231,10 @@ def test_poke_mode_rides_out_a_transient_error(sandbox, fault, caplog, capsys):
 
 
 @pytest.mark.parametrize("fault", TRANSIENT_FAULTS)
-def test_reschedule_mode_poke_is_not_done_after_a_transient_error(sandbox, fault):
-    ids = start_imports(sandbox)
-    wait_done(sandbox, ids)
-    inject(sandbox, fault)
+def test_reschedule_mode_poke_is_not_done_after_a_transient_error(default_conn_sandbox, fault):
+    ids = start_imports(default_conn_sandbox)
+    wait_done(default_conn_sandbox, ids)
+    inject(default_conn_sandbox, fault)
     first = sensor(ids, mode="reschedule", deferrable=False)
     first.hook = quick_hook()
 
@@ -270,31 +256,31 @@ def test_reschedule_mode_poke_is_not_done_after_a_transient_error(sandbox, fault
     ids=["quota_exceeded", "forbidden", "not_found"],
 )
 @pytest.mark.parametrize("mode", ["poke", "reschedule", "deferrable"])
-def test_non_transient_errors_fail_the_task(sandbox, make_fault, error, mode):
-    ids = start_imports(sandbox)
+def test_non_transient_errors_fail_the_task(default_conn_sandbox, make_fault, error, mode):
+    ids = start_imports(default_conn_sandbox)
     task = sensor(ids, mode="poke" if mode == "deferrable" else mode, deferrable=mode == "deferrable")
     task.hook = quick_hook()
-    make_fault(sandbox)
+    make_fault(default_conn_sandbox)
     with pytest.raises(error):
         task.execute(reschedule_context())
 
 
-def test_poke_mode_asks_for_counters_only_once_every_activity_finished(sandbox):
-    ids = start_staggered_imports(sandbox)
+def test_poke_mode_asks_for_counters_only_once_every_activity_finished(default_conn_sandbox):
+    ids = start_staggered_imports(default_conn_sandbox)
     task = sensor(ids, mode="poke", deferrable=False, poke_interval=0.1)
     task.hook = CounterlessListingHook(CONN_ID)
-    since = len(sandbox.request_log)
+    since = len(default_conn_sandbox.request_log)
 
     summary = task.execute({})
 
-    assert_one_request_per_poll_then_counters_once(activity_reads(sandbox, since), ids)
+    assert_one_request_per_poll_then_counters_once(activity_reads(default_conn_sandbox, since), ids)
     assert summary["totals"]["items_total_count"] == 17  # the counters of the per-id lookups
 
 
 # ----------------------------------------------------------------------------- reschedule mode
-def test_reschedule_mode_asks_for_counters_only_once_every_activity_finished(sandbox):
-    ids = start_staggered_imports(sandbox)
-    since = len(sandbox.request_log)
+def test_reschedule_mode_asks_for_counters_only_once_every_activity_finished(default_conn_sandbox):
+    ids = start_staggered_imports(default_conn_sandbox)
+    since = len(default_conn_sandbox.request_log)
     deadline = time.monotonic() + 30
     while True:  # every poke is a new try, with a new sensor instance
         task = sensor(ids, mode="reschedule", deferrable=False)
@@ -306,38 +292,38 @@ def test_reschedule_mode_asks_for_counters_only_once_every_activity_finished(san
             assert time.monotonic() < deadline
             time.sleep(0.1)
 
-    assert_one_request_per_poll_then_counters_once(activity_reads(sandbox, since), ids)
+    assert_one_request_per_poll_then_counters_once(activity_reads(default_conn_sandbox, since), ids)
     assert summary["totals"]["items_total_count"] == 17
 
 
-def test_reschedule_mode_frees_the_slot_until_done(sandbox):
-    sandbox.processing_rate = 0.5
-    ids = start_imports(sandbox, contacts_each=2)
+def test_reschedule_mode_frees_the_slot_until_done(default_conn_sandbox):
+    default_conn_sandbox.processing_rate = 0.5
+    ids = start_imports(default_conn_sandbox, contacts_each=2)
     task = sensor(ids, mode="reschedule", deferrable=False, poke_interval=30)
 
     with pytest.raises(AirflowRescheduleException) as reschedule:
         task.execute(reschedule_context())
     assert reschedule.value.reschedule_date > datetime.now(timezone.utc) + timedelta(seconds=20)
 
-    sandbox.processing_rate = None
-    wait_done(sandbox, ids)
+    default_conn_sandbox.processing_rate = None
+    wait_done(default_conn_sandbox, ids)
     summary = task.execute(reschedule_context())
     assert summary["done"] is True
 
 
 @pytest.mark.parametrize("state", FAILED_STATES)
-def test_reschedule_mode_fails_with_the_activity_errors(sandbox, state):
-    sandbox.fail_next_activity(errors=["Activity stopped by support"], state=state)
-    ids = start_imports(sandbox)
+def test_reschedule_mode_fails_with_the_activity_errors(default_conn_sandbox, state):
+    default_conn_sandbox.fail_next_activity(errors=["Activity stopped by support"], state=state)
+    ids = start_imports(default_conn_sandbox)
     with pytest.raises(ConstantContactImportError) as failure:
         sensor(ids, mode="reschedule", deferrable=False).execute(reschedule_context())
     assert f"activity {ids[0]} ended {state}: Activity stopped by support" in str(failure.value)
 
 
 # ----------------------------------------------------------------------------- deferrable mode
-def test_deferrable_mode_defers_to_the_import_trigger(sandbox):
-    sandbox.processing_rate = 0.5
-    ids = start_imports(sandbox, count=2, contacts_each=2)
+def test_deferrable_mode_defers_to_the_import_trigger(default_conn_sandbox):
+    default_conn_sandbox.processing_rate = 0.5
+    ids = start_imports(default_conn_sandbox, count=2, contacts_each=2)
     task = sensor(
         ids, deferrable=True, poke_interval=15, timeout=600, max_error_ratio=0.2, max_poll_interval=90
     )
@@ -359,20 +345,20 @@ def test_deferrable_mode_defers_to_the_import_trigger(sandbox):
     assert deferred.value.timeout >= timedelta(seconds=600)
 
 
-def test_deferrable_mode_does_not_defer_for_a_finished_import(sandbox):
-    ids = start_imports(sandbox)
-    wait_done(sandbox, ids)
+def test_deferrable_mode_does_not_defer_for_a_finished_import(default_conn_sandbox):
+    ids = start_imports(default_conn_sandbox)
+    wait_done(default_conn_sandbox, ids)
     summary = sensor(ids, deferrable=True).execute({})
     assert summary["done"] is True
 
 
 @pytest.mark.parametrize("fault", TRANSIENT_FAULTS)
-def test_deferrable_mode_defers_after_a_transient_error_on_its_first_check(sandbox, fault):
-    ids = start_imports(sandbox)
-    wait_done(sandbox, ids)  # finished: only the failed first check makes it defer
+def test_deferrable_mode_defers_after_a_transient_error_on_its_first_check(default_conn_sandbox, fault):
+    ids = start_imports(default_conn_sandbox)
+    wait_done(default_conn_sandbox, ids)  # finished: only the failed first check makes it defer
     task = sensor(ids, deferrable=True)
     task.hook = quick_hook()
-    inject(sandbox, fault)
+    inject(default_conn_sandbox, fault)
 
     with pytest.raises(TaskDeferred) as deferred:
         task.execute({})
@@ -381,11 +367,11 @@ def test_deferrable_mode_defers_after_a_transient_error_on_its_first_check(sandb
 
 
 @pytest.mark.parametrize("state", FAILED_STATES)
-def test_deferrable_mode_fails_at_once_for_a_failed_import(sandbox, state):
-    sandbox.fail_next_activity(errors=["Quota of queued activities reached"], state=state)
-    ids = start_imports(sandbox)
+def test_deferrable_mode_fails_at_once_for_a_failed_import(default_conn_sandbox, state):
+    default_conn_sandbox.fail_next_activity(errors=["Quota of queued activities reached"], state=state)
+    ids = start_imports(default_conn_sandbox)
     wait_finished = time.monotonic() + 30
-    while sandbox.get_activity(ids[0])["state"] not in (state, "completed"):
+    while default_conn_sandbox.get_activity(ids[0])["state"] not in (state, "completed"):
         assert time.monotonic() < wait_finished
         time.sleep(0.05)
     with pytest.raises(ConstantContactImportError) as failure:
@@ -425,7 +411,7 @@ def test_activity_ids_and_threshold_are_templated():
     assert set(ConstantContactImportSensor.template_fields) == {"activity_ids", "max_error_ratio"}
 
 
-def test_invalid_threshold_is_refused_when_used(sandbox):
-    ids = start_imports(sandbox)
+def test_invalid_threshold_is_refused_when_used(default_conn_sandbox):
+    ids = start_imports(default_conn_sandbox)
     with pytest.raises(ValueError, match="between 0 and 1"):
         sensor(ids, deferrable=False, max_error_ratio=1.5).execute({})

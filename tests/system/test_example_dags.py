@@ -36,7 +36,7 @@ def segment(tmp_path):
 
 
 @pytest.fixture
-def sandbox(constantcontact_sandbox):
+def slow_processing_sandbox(constantcontact_sandbox):
     # Slow enough that the sensor finds the import running and defers; fast enough for a test.
     constantcontact_sandbox.processing_rate = 20  # ~160 contacts: about 8 s
     return constantcontact_sandbox
@@ -74,15 +74,17 @@ def test_example_dags_parse_without_errors():
     assert params["dry_run"] is False
 
 
-def test_scheduled_dag_exports_the_segment_and_waits_in_the_trigger(airflow_db, sandbox, segment):
+def test_scheduled_dag_exports_the_segment_and_waits_in_the_trigger(
+    airflow_db, slow_processing_sandbox, segment
+):
     source, expected = segment
-    list_id = sandbox.create_list("Daily VIP")
+    list_id = slow_processing_sandbox.create_list("Daily VIP")
     config = {"source": str(source), "list_ids": [list_id], "segment_column": "segment", "segments": ["vip"]}
 
     result = airflow_dags_test(
         SCHEDULED,
         env={
-            "AIRFLOW_CONN_CONSTANTCONTACT_DEFAULT": sandbox.connection_json(),
+            "AIRFLOW_CONN_CONSTANTCONTACT_DEFAULT": slow_processing_sandbox.connection_json(),
             "AIRFLOW_VAR_CONSTANTCONTACT_SEGMENT_EXPORT": json.dumps(config),
         },
     )
@@ -92,8 +94,8 @@ def test_scheduled_dag_exports_the_segment_and_waits_in_the_trigger(airflow_db, 
     assert state == "success"
     assert task_states(SCHEDULED, run_id) == {"export_segment": "success", "wait_for_import": "success"}
 
-    # The sandbox list holds exactly the valid, de-duplicated VIP contacts, field by field.
-    assert sandbox.list_members(list_id) == expected["vip"]
+    # The slow_processing_sandbox list holds exactly the valid, de-duplicated VIP contacts, field by field.
+    assert slow_processing_sandbox.list_members(list_id) == expected["vip"]
 
     export = demo.read_xcom(SCHEDULED, "export_segment", run_id=run_id)
     assert export["contacts_submitted"] == len(expected["vip"])
@@ -115,14 +117,14 @@ def test_scheduled_dag_exports_the_segment_and_waits_in_the_trigger(airflow_db, 
     assert "ConstantContactImportTrigger" in output
 
 
-def test_manual_dag_exports_the_chosen_segments_from_its_form(airflow_db, sandbox, segment):
+def test_manual_dag_exports_the_chosen_segments_from_its_form(airflow_db, slow_processing_sandbox, segment):
     source, expected = segment
-    list_id = sandbox.create_list("Manual export")
+    list_id = slow_processing_sandbox.create_list("Manual export")
     conf = {"source": str(source), "list_ids": [list_id], "segments": ["regular"], "dry_run": False}
 
     result = airflow_dags_test(
         MANUAL,
-        env={"AIRFLOW_CONN_CONSTANTCONTACT_DEFAULT": sandbox.connection_json()},
+        env={"AIRFLOW_CONN_CONSTANTCONTACT_DEFAULT": slow_processing_sandbox.connection_json()},
         conf=json.dumps(conf),
     )
 
@@ -135,21 +137,21 @@ def test_manual_dag_exports_the_chosen_segments_from_its_form(airflow_db, sandbo
         "dry_run_export": "skipped",
         "wait_for_import": "success",
     }
-    assert sandbox.list_members(list_id) == expected["regular"]
+    assert slow_processing_sandbox.list_members(list_id) == expected["regular"]
     summary = demo.read_xcom(MANUAL, "wait_for_import", run_id=run_id)
     assert summary["done"] is True
     assert summary["totals"]["items_total_count"] == len(expected["regular"])
 
 
-def test_manual_dag_dry_run_sends_nothing(airflow_db, sandbox, segment):
+def test_manual_dag_dry_run_sends_nothing(airflow_db, slow_processing_sandbox, segment):
     source, expected = segment
-    list_id = sandbox.create_list("Dry run")
+    list_id = slow_processing_sandbox.create_list("Dry run")
     conf = {"source": str(source), "list_ids": [list_id], "dry_run": True}
-    since = len(sandbox.request_log)
+    since = len(slow_processing_sandbox.request_log)
 
     result = airflow_dags_test(
         MANUAL,
-        env={"AIRFLOW_CONN_CONSTANTCONTACT_DEFAULT": sandbox.connection_json()},
+        env={"AIRFLOW_CONN_CONSTANTCONTACT_DEFAULT": slow_processing_sandbox.connection_json()},
         conf=json.dumps(conf),
     )
 
@@ -160,24 +162,26 @@ def test_manual_dag_dry_run_sends_nothing(airflow_db, sandbox, segment):
     assert states["dry_run_export"] == "success"
     assert states["export_segment"] == "skipped"
     assert states["wait_for_import"] == "skipped"
-    assert sandbox.list_members(list_id) == {}
-    assert not [e for e in sandbox.request_log[since:] if "import" in e.path]
+    assert slow_processing_sandbox.list_members(list_id) == {}
+    assert not [e for e in slow_processing_sandbox.request_log[since:] if "import" in e.path]
     dry = demo.read_xcom(MANUAL, "dry_run_export", run_id=run_id)
     assert dry["dry_run"] is True
     # No segment chosen: every valid, de-duplicated row of both segments would have been sent.
     assert dry["contacts_submitted"] == len(expected["vip"]) + len(expected["regular"])
 
 
-def test_failed_import_fails_the_sensor_with_the_activity_error(airflow_db, sandbox, segment):
+def test_failed_import_fails_the_sensor_with_the_activity_error(airflow_db, slow_processing_sandbox, segment):
     source, _ = segment
-    list_id = sandbox.create_list("Doomed")
-    sandbox.fail_next_activity(errors=["Import rejected by Constant Contact: account under review"])
+    list_id = slow_processing_sandbox.create_list("Doomed")
+    slow_processing_sandbox.fail_next_activity(
+        errors=["Import rejected by Constant Contact: account under review"]
+    )
     config = {"source": str(source), "list_ids": [list_id], "segment_column": "segment", "segments": ["vip"]}
 
     result = airflow_dags_test(
         SCHEDULED,
         env={
-            "AIRFLOW_CONN_CONSTANTCONTACT_DEFAULT": sandbox.connection_json(),
+            "AIRFLOW_CONN_CONSTANTCONTACT_DEFAULT": slow_processing_sandbox.connection_json(),
             "AIRFLOW_VAR_CONSTANTCONTACT_SEGMENT_EXPORT": json.dumps(config),
         },
     )

@@ -12,26 +12,9 @@ from airflow_provider_constantcontact.exceptions import ConstantContactAuthError
 from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
 from airflow_provider_constantcontact.triggers.constantcontact import ConstantContactImportTrigger
 from airflow_provider_constantcontact.utils.activities import ActivityPoller
+from tests.conftest import start_imports
 
 CONN_ID = "constantcontact_default"
-
-
-@pytest.fixture
-def sandbox(constantcontact_sandbox, monkeypatch, airflow_db):
-    """The sandbox, reachable through the `constantcontact_default` connection (from the env)."""
-    monkeypatch.setenv("AIRFLOW_CONN_CONSTANTCONTACT_DEFAULT", constantcontact_sandbox.connection_json())
-    return constantcontact_sandbox
-
-
-def start_imports(sandbox, count: int = 2, contacts_each: int = 5) -> list[str]:
-    hook = ConstantContactHook(CONN_ID)
-    list_id = sandbox.create_list(f"Trigger {time.monotonic_ns()}")
-    return [
-        hook.import_contacts([{"email": f"t{n}.{i}@example.com"} for i in range(contacts_each)], [list_id])[
-            "activity_id"
-        ]
-        for n in range(count)
-    ]
 
 
 def make_trigger(
@@ -90,9 +73,9 @@ def test_serialize_accepts_a_datetime_end_time():
     assert trigger.serialize()[1]["end_time"] == end.timestamp()
 
 
-async def test_success_yields_one_event_with_the_summary(sandbox):
-    sandbox.processing_rate = 20  # 10 contacts: the first polls see the import running
-    ids = start_imports(sandbox)
+async def test_success_yields_one_event_with_the_summary(default_conn_sandbox):
+    default_conn_sandbox.processing_rate = 20  # 10 contacts: the first polls see the import running
+    ids = start_imports(default_conn_sandbox, count=2)
 
     events = await collect(make_trigger(ids, max_error_ratio=0.5))
 
@@ -106,9 +89,9 @@ async def test_success_yields_one_event_with_the_summary(sandbox):
 
 
 @pytest.mark.parametrize("state", ["failed", "cancelled", "timed_out"])
-async def test_failed_activity_yields_an_error_event_with_its_errors(sandbox, state):
-    sandbox.fail_next_activity(errors=["Import file rejected: bad encoding"], state=state)
-    ids = start_imports(sandbox, count=1)
+async def test_failed_activity_yields_an_error_event_with_its_errors(default_conn_sandbox, state):
+    default_conn_sandbox.fail_next_activity(errors=["Import file rejected: bad encoding"], state=state)
+    ids = start_imports(default_conn_sandbox, count=1)
 
     events = await collect(make_trigger(ids))
 
@@ -118,9 +101,9 @@ async def test_failed_activity_yields_an_error_event_with_its_errors(sandbox, st
     assert events[0]["summary"]["activities"][ids[0]]["state"] == state
 
 
-async def test_timeout_event_when_end_time_passes(sandbox):
-    sandbox.processing_rate = 0.01
-    ids = start_imports(sandbox, count=1)
+async def test_timeout_event_when_end_time_passes(default_conn_sandbox):
+    default_conn_sandbox.processing_rate = 0.01
+    ids = start_imports(default_conn_sandbox, count=1)
     started = time.monotonic()
 
     events = await collect(make_trigger(ids, timeout=1, poll_interval=0.2))
@@ -132,9 +115,11 @@ async def test_timeout_event_when_end_time_passes(sandbox):
     assert events[0]["summary"]["done"] is False
 
 
-async def test_transient_error_mid_poll_is_logged_and_polling_goes_on(sandbox, monkeypatch, caplog, capsys):
-    sandbox.processing_rate = 20
-    ids = start_imports(sandbox)
+async def test_transient_error_mid_poll_is_logged_and_polling_goes_on(
+    default_conn_sandbox, monkeypatch, caplog, capsys
+):
+    default_conn_sandbox.processing_rate = 20
+    ids = start_imports(default_conn_sandbox, count=2)
     real_poll = ActivityPoller.poll
     calls = []
 
@@ -153,16 +138,16 @@ async def test_transient_error_mid_poll_is_logged_and_polling_goes_on(sandbox, m
     assert "Polling Constant Contact activities failed, will retry" in capsys.readouterr().out + caplog.text
 
 
-async def test_dropped_connections_mid_poll_do_not_end_the_wait(sandbox):
+async def test_dropped_connections_mid_poll_do_not_end_the_wait(default_conn_sandbox):
     """Real HTTP faults: the hook retries dropped connections; the trigger still succeeds."""
-    ids = start_imports(sandbox, count=1)
-    sandbox.drop_next(2, path_prefix="/v3/activities")
+    ids = start_imports(default_conn_sandbox, count=1)
+    default_conn_sandbox.drop_next(2, path_prefix="/v3/activities")
     events = await collect(make_trigger(ids))
     assert [e["status"] for e in events] == ["success"]
 
 
-async def test_non_transient_error_ends_with_an_error_event(sandbox, monkeypatch):
-    ids = start_imports(sandbox, count=1)
+async def test_non_transient_error_ends_with_an_error_event(default_conn_sandbox, monkeypatch):
+    ids = start_imports(default_conn_sandbox, count=1)
 
     def refused(self, hook):
         raise ConstantContactAuthError("The refresh token was revoked: re-authorise the connection")
@@ -178,7 +163,7 @@ async def test_non_transient_error_ends_with_an_error_event(sandbox, monkeypatch
     ]
 
 
-async def test_unknown_connection_ends_with_an_error_event(sandbox):
+async def test_unknown_connection_ends_with_an_error_event(default_conn_sandbox):
     trigger = ConstantContactImportTrigger(["a"], "no_such_connection", 0.1, time.time() + 10)
     events = await collect(trigger)
     assert len(events) == 1
@@ -186,8 +171,8 @@ async def test_unknown_connection_ends_with_an_error_event(sandbox):
     assert "no_such_connection" in events[0]["message"]
 
 
-async def test_blocking_http_runs_off_the_event_loop(sandbox, monkeypatch):
-    ids = start_imports(sandbox, count=1)
+async def test_blocking_http_runs_off_the_event_loop(default_conn_sandbox, monkeypatch):
+    ids = start_imports(default_conn_sandbox, count=1)
     real_poll = ActivityPoller.poll
 
     def slow_poll(self, hook):
@@ -214,10 +199,10 @@ async def test_blocking_http_runs_off_the_event_loop(sandbox, monkeypatch):
     assert ticks >= (elapsed / 0.02) * 0.5
 
 
-async def test_restart_re_polls_by_id(sandbox):
+async def test_restart_re_polls_by_id(default_conn_sandbox):
     """A triggerer restart rebuilds the trigger from its serialized kwargs and carries on."""
-    sandbox.processing_rate = 5  # 5 contacts: about a second
-    ids = start_imports(sandbox, count=1)
+    default_conn_sandbox.processing_rate = 5  # 5 contacts: about a second
+    ids = start_imports(default_conn_sandbox, count=1)
     first = make_trigger(ids, poll_interval=0.1)
 
     with pytest.raises(asyncio.TimeoutError):
@@ -229,12 +214,12 @@ async def test_restart_re_polls_by_id(sandbox):
     assert set(events[0]["summary"]["activities"]) == set(ids)
 
 
-async def test_waits_for_imports_and_removals_together(sandbox):
-    sandbox.processing_rate = 10  # 10 contacts and 5 removals: about a second
-    import_ids = start_imports(sandbox, count=2)
-    list_id = sandbox.create_list(f"Mirror {time.monotonic_ns()}")
-    contact_ids = sandbox.add_list_members(list_id, [f"left{n}@example.com" for n in range(5)])
-    sandbox.add_list_members(list_id, ["stays@example.com"])
+async def test_waits_for_imports_and_removals_together(default_conn_sandbox):
+    default_conn_sandbox.processing_rate = 10  # 10 contacts and 5 removals: about a second
+    import_ids = start_imports(default_conn_sandbox, count=2)
+    list_id = default_conn_sandbox.create_list(f"Mirror {time.monotonic_ns()}")
+    contact_ids = default_conn_sandbox.add_list_members(list_id, [f"left{n}@example.com" for n in range(5)])
+    default_conn_sandbox.add_list_members(list_id, ["stays@example.com"])
     removal = ConstantContactHook(CONN_ID).remove_list_memberships(contact_ids, [list_id])
     ids = [*import_ids, removal["activity_id"]]
 
@@ -245,17 +230,19 @@ async def test_waits_for_imports_and_removals_together(sandbox):
     assert set(summary["activities"]) == set(ids)
     assert summary["activities"][removal["activity_id"]]["status"]["list_count"] == 1
     assert summary["totals"]["items_total_count"] == summary["totals"]["items_completed_count"] == 15
-    assert sandbox.list_member_emails(list_id) == {"stays@example.com"}
+    assert default_conn_sandbox.list_member_emails(list_id) == {"stays@example.com"}
 
 
-async def test_one_request_per_poll(sandbox):
-    sandbox.processing_rate = 10
-    ids = start_imports(sandbox, count=4, contacts_each=3)  # about 1.2 s
-    since = len(sandbox.request_log)
+async def test_one_request_per_poll(default_conn_sandbox):
+    default_conn_sandbox.processing_rate = 10
+    ids = start_imports(default_conn_sandbox, count=4, contacts_each=3)  # about 1.2 s
+    since = len(default_conn_sandbox.request_log)
 
     events = await collect(make_trigger(ids, poll_interval=0.2, max_poll_interval=0.2))
 
     assert events[0]["status"] == "success"
-    paths = [e.path.rstrip("/") for e in sandbox.request_log[since:] if e.path.startswith("/v3/")]
+    paths = [
+        e.path.rstrip("/") for e in default_conn_sandbox.request_log[since:] if e.path.startswith("/v3/")
+    ]
     assert paths, "no poll was made"
     assert set(paths) == {"/v3/activities"}

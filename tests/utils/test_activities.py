@@ -26,6 +26,7 @@ from airflow_provider_constantcontact.utils.activities import (
     summarize_activities,
     wait_for_activities,
 )
+from tests.conftest import start_imports
 
 
 @pytest.fixture(autouse=True)
@@ -47,15 +48,6 @@ def make_hook(sandbox) -> ConstantContactHook:
     return ConstantContactHook(
         connection=connection, backoff_initial=0.01, backoff_max=0.05, backoff_jitter=0
     )
-
-
-def start_imports(sandbox, hook: ConstantContactHook, count: int, contacts_each: int = 3) -> list[str]:
-    list_id = sandbox.create_list(f"Activities {time.monotonic_ns()}")
-    ids = []
-    for n in range(count):
-        contacts = [{"email": f"user{n}.{i}@example.com", "first_name": "Ann"} for i in range(contacts_each)]
-        ids.append(hook.import_contacts(contacts, [list_id])["activity_id"])
-    return ids
 
 
 def activity_requests(sandbox, since: int) -> list:
@@ -98,7 +90,7 @@ class FakeHook:
 # ----------------------------------------------------------------------------- against the sandbox
 def test_one_listing_request_per_poll_for_many_activities(constantcontact_sandbox):
     hook = make_hook(constantcontact_sandbox)
-    ids = start_imports(constantcontact_sandbox, hook, 12)
+    ids = start_imports(constantcontact_sandbox, hook, 12, contacts_each=3)
     since = len(constantcontact_sandbox.request_log)
 
     found = fetch_activities(hook, ids)
@@ -112,7 +104,7 @@ def test_one_listing_request_per_poll_for_many_activities(constantcontact_sandbo
 
 def test_poller_stops_asking_for_finished_activities(constantcontact_sandbox):
     hook = make_hook(constantcontact_sandbox)
-    ids = start_imports(constantcontact_sandbox, hook, 3)
+    ids = start_imports(constantcontact_sandbox, hook, 3, contacts_each=3)
     poller = ActivityPoller(ids)
     deadline = time.monotonic() + 30
     while not (summary := poller.poll(hook))["done"]:
@@ -153,7 +145,7 @@ def test_wait_for_activities_fails_with_the_activity_errors(constantcontact_sand
     sandbox = constantcontact_sandbox
     hook = make_hook(sandbox)
     sandbox.fail_next_activity(errors=["The file contains an invalid column"])
-    ids = start_imports(sandbox, hook, 1)
+    ids = start_imports(sandbox, hook, 1, contacts_each=3)
 
     with pytest.raises(ConstantContactImportError, match="The file contains an invalid column") as err:
         wait_for_activities(hook, ids, poll_interval=0.1, timeout=30)
@@ -219,7 +211,7 @@ def test_wait_for_activities_times_out(constantcontact_sandbox):
     sandbox = constantcontact_sandbox
     hook = make_hook(sandbox)
     sandbox.processing_rate = 0.01
-    ids = start_imports(sandbox, hook, 1)
+    ids = start_imports(sandbox, hook, 1, contacts_each=3)
 
     started = time.monotonic()
     with pytest.raises(ConstantContactImportError, match="Timed out"):
@@ -230,7 +222,7 @@ def test_wait_for_activities_times_out(constantcontact_sandbox):
 def test_wait_for_activities_rides_out_a_transient_error(constantcontact_sandbox, monkeypatch):
     sandbox = constantcontact_sandbox
     hook = make_hook(sandbox)
-    ids = start_imports(sandbox, hook, 1)
+    ids = start_imports(sandbox, hook, 1, contacts_each=3)
     real_fetch = activities.fetch_activities
     calls = []
 
@@ -249,7 +241,7 @@ def test_wait_for_activities_rides_out_a_transient_error(constantcontact_sandbox
 def test_wait_for_activities_fails_fast_when_the_quota_is_used_up(constantcontact_sandbox):
     sandbox = constantcontact_sandbox
     hook = make_hook(sandbox)
-    ids = start_imports(sandbox, hook, 1)
+    ids = start_imports(sandbox, hook, 1, contacts_each=3)
     sandbox.exhaust_daily_quota()
     with pytest.raises(ConstantContactQuotaExceededError):
         wait_for_activities(hook, ids, poll_interval=0.05, timeout=30)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from airflow_provider_constantcontact.constants import DEFAULT_API_BASE_URL, DEFAULT_TOKEN_URL
 from airflow_provider_constantcontact.get_provider_info import (
     CLIENT_ID_PLACEHOLDER,
     CLIENT_SECRET_PLACEHOLDER,
-    DEFAULT_API_BASE_URL,
-    DEFAULT_TOKEN_URL,
 )
 from tests.hooks.helpers import fast_hook
 

@@ -20,10 +20,10 @@ from airflow import __version__ as airflow_version
 from packaging.version import Version
 from playwright.sync_api import Browser, Locator, Page, Response, Route, expect, sync_playwright
 
+from airflow_provider_constantcontact.constants import DEFAULT_API_BASE_URL
 from airflow_provider_constantcontact.get_provider_info import (
     CLIENT_ID_PLACEHOLDER,
     CLIENT_SECRET_PLACEHOLDER,
-    DEFAULT_API_BASE_URL,
 )
 from airflow_provider_constantcontact.sandbox import ConstantContactSandbox
 from tests.airflow_standalone import AirflowStandalone
@@ -48,9 +48,9 @@ TEST_API = "**/api/v2/connections/test"
 
 
 @pytest.fixture(scope="module")
-def sandbox() -> Iterator[ConstantContactSandbox]:
-    with ConstantContactSandbox(rate_limit=0, token_rate_limit=0, lists=["Newsletter"]) as sandbox:
-        yield sandbox
+def module_sandbox() -> Iterator[ConstantContactSandbox]:
+    with ConstantContactSandbox(rate_limit=0, token_rate_limit=0, lists=["Newsletter"]) as module_sandbox:
+        yield module_sandbox
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +193,7 @@ def toast_with(page: Page, text: str) -> Locator:
 
 
 def test_add_constant_contact_connection_and_test_it(
-    page: Page, airflow: AirflowStandalone, sandbox: ConstantContactSandbox, tmp_path: Path
+    page: Page, airflow: AirflowStandalone, module_sandbox: ConstantContactSandbox, tmp_path: Path
 ) -> None:
     started = time.monotonic()
     log_in(page, airflow)
@@ -219,24 +219,24 @@ def test_add_constant_contact_connection_and_test_it(
     expect(refresh).to_contain_text("constantcontact-auth")
     expect(refresh).to_contain_text("offline_access")
     expect(field(page, "API base URL").locator("input")).to_have_value(DEFAULT_API_BASE_URL)
-    expect(field(page, "API base URL")).to_contain_text("sandbox")
+    expect(field(page, "API base URL")).to_contain_text("module_sandbox")
     expect(field(page, "Token URL")).to_contain_text("token endpoint")
     expect(field(page, "Requests per second")).to_contain_text("4 a second")
     page.get_by_role("button", name="Standard Fields", exact=True).click()
 
     fill_form(
         page,
-        client_id=sandbox.client_id,
-        client_secret=sandbox.client_secret,
-        refresh_token=sandbox.refresh_token,
-        api=sandbox.api_base_url,
-        token=sandbox.token_url,
+        client_id=module_sandbox.client_id,
+        client_secret=module_sandbox.client_secret,
+        refresh_token=module_sandbox.refresh_token,
+        api=module_sandbox.api_base_url,
+        token=module_sandbox.token_url,
     )
-    expect(field(page, "Token URL").locator("input")).to_have_value(sandbox.token_url)
+    expect(field(page, "Token URL").locator("input")).to_have_value(module_sandbox.token_url)
     for path in _screenshot_paths("connection-form.png", tmp_path):
         dialog.screenshot(path=str(path))
     page.get_by_role("button", name="Standard Fields", exact=True).click()
-    expect(client_id).to_have_value(sandbox.client_id)
+    expect(client_id).to_have_value(module_sandbox.client_id)
 
     row = save(page, "constantcontact_ui")
     if _test_rejects_port_zero():
@@ -254,7 +254,7 @@ def test_add_constant_contact_connection_and_test_it(
     answer = press_test(row)
     assert answer.status == 200, answer.text()
     toast = toast_with(page, "Connected to Constant Contact")
-    expect(toast).to_contain_text(sandbox.api_base_url)
+    expect(toast).to_contain_text(module_sandbox.api_base_url)
     for path in _screenshot_paths("connection-test-success.png", tmp_path):
         page.screenshot(path=str(path), animations="disabled")  # the toast fully slid in
 
@@ -263,35 +263,35 @@ def test_add_constant_contact_connection_and_test_it(
     assert stored.status_code == 200, stored.text
     body = stored.json()
     assert body["conn_type"] == "constantcontact"
-    assert body["login"] == sandbox.client_id
+    assert body["login"] == module_sandbox.client_id
     assert body["password"] == "***"
     extra = json.loads(body["extra"])
     assert extra["refresh_token"] == "***"
-    assert extra["api_base_url"] == sandbox.api_base_url
-    assert sandbox.client_secret not in stored.text
-    assert sandbox.refresh_token not in stored.text
+    assert extra["api_base_url"] == module_sandbox.api_base_url
+    assert module_sandbox.client_secret not in stored.text
+    assert module_sandbox.refresh_token not in stored.text
 
     # Reopened for editing, the form holds the masks, not the stored secrets.
     row.get_by_role("button", name="Edit Connection").click()
     expect(dialog).to_be_visible()
-    expect(page.get_by_label("Client ID (API key)")).to_have_value(sandbox.client_id)
+    expect(page.get_by_label("Client ID (API key)")).to_have_value(module_sandbox.client_id)
     expect(page.get_by_label("Client secret")).to_have_value("***")
     page.get_by_role("button", name="Extra Fields", exact=True).click()
     expect(field(page, "Refresh token").locator("input")).to_have_value("***")
-    expect(field(page, "API base URL").locator("input")).to_have_value(sandbox.api_base_url)
+    expect(field(page, "API base URL").locator("input")).to_have_value(module_sandbox.api_base_url)
     # Masked by its name ("token"), though not a secret: what docs/connection-setup.md says.
     expect(field(page, "Token URL").locator("input")).to_have_value("***")
     values = dialog.locator("input").evaluate_all("inputs => inputs.map(i => i.value)")
     for text in [*values, dialog.inner_text()]:
-        assert sandbox.client_secret not in text
-        assert sandbox.refresh_token not in text
+        assert module_sandbox.client_secret not in text
+        assert module_sandbox.refresh_token not in text
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
     print(f"UI flow (login, add, test) took {time.monotonic() - started:.1f} s")
 
 
 def test_wrong_client_secret_shows_why_the_test_failed(
-    page: Page, airflow: AirflowStandalone, sandbox: ConstantContactSandbox, tmp_path: Path
+    page: Page, airflow: AirflowStandalone, module_sandbox: ConstantContactSandbox, tmp_path: Path
 ) -> None:
     """Same values but the client secret, in the API server that just tested the good ones.
 
@@ -302,11 +302,11 @@ def test_wrong_client_secret_shows_why_the_test_failed(
     open_add_constant_contact_form(page, "constantcontact_wrong_secret")
     fill_form(
         page,
-        client_id=sandbox.client_id,
+        client_id=module_sandbox.client_id,
         client_secret="not-the-client-secret",
-        refresh_token=sandbox.refresh_token,
-        api=sandbox.api_base_url,
-        token=sandbox.token_url,
+        refresh_token=module_sandbox.refresh_token,
+        api=module_sandbox.api_base_url,
+        token=module_sandbox.token_url,
     )
     row = save(page, "constantcontact_wrong_secret")
     work_around_port_zero(page)
