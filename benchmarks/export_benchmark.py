@@ -113,8 +113,11 @@ def _free_port() -> int:
 
 
 @contextmanager
-def sandbox_process(rate_limit: float) -> Iterator[dict[str, Any]]:
-    """Start the sandbox CLI as a sub-process; yield its URLs, credentials and list id."""
+def sandbox_process(rate_limit: float, *extra_args: str) -> Iterator[dict[str, Any]]:
+    """Start the sandbox CLI as a sub-process; yield its URLs, credentials and list id.
+
+    ``extra_args`` go to the CLI as they are (e.g. ``--fill-list NAME=COUNT``).
+    """
     port = _free_port()
     command = [
         sys.executable,
@@ -132,11 +135,12 @@ def sandbox_process(rate_limit: float) -> Iterator[dict[str, Any]]:
         LIST_NAME,
         "--custom-field",
         CUSTOM_FIELD,
+        *extra_args,
     ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         info: dict[str, Any] = {}
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300  # pre-filling a list of a million members takes a while
         assert process.stdout is not None
         while time.monotonic() < deadline:
             line = process.stdout.readline()
@@ -145,7 +149,7 @@ def sandbox_process(rate_limit: float) -> Iterator[dict[str, Any]]:
             if match := re.search(r"AIRFLOW_CONN_CONSTANTCONTACT_DEFAULT=(.*)$", line.strip()):
                 raw = match.group(1)
                 info["connection"] = json.loads(raw[1:-1] if raw.startswith("'") else raw)
-            if match := re.search(rf"List id:\s+(\S+)\s+{LIST_NAME}$", line.strip()):
+            if match := re.search(rf"List id:\s+(\S+)\s+{LIST_NAME}(?: \(.*\))?$", line.strip()):
                 info["list_id"] = match.group(1)
             if line.startswith("Press Ctrl-C"):
                 break

@@ -7,9 +7,15 @@ Trigger this DAG from the UI ("Trigger DAG" opens a form), the REST API or
 | Param | What |
 | --- | --- |
 | `source` | Parquet file, folder or glob: a local path or a URI (`s3://aws_default@bucket/key`, ...) |
-| `list_ids` | One to 50 Constant Contact list ids (the id is in the list's URL in Constant Contact) |
+| `list_ids` | Constant Contact list ids (the id is in the list's URL in Constant Contact) |
+| `list_names` | Lists by name, besides or instead of ids (`create_missing_lists` creates unknown ones) |
+| `email_column` | The column holding the email address (required) |
+| `first_name_column`, `last_name_column` | The columns holding first and last names (optional) |
+| `other_fields` | More Constant Contact fields -> columns ("Add attribute"), e.g. `{"cf:tier": "tier"}` |
 | `segment_column` | Column holding the segment name (empty: no segment filter) |
 | `segments` | Segments to export (empty: every row) |
+| `sync_mode` | `upsert` adds and updates; `mirror` also removes members who are not in the segment |
+| `max_removal_ratio` | Mirror: refuse, changing nothing, when a list would lose more than this share |
 | `dry_run` | Read, validate and count everything, but send nothing |
 | `max_error_ratio` | Fail when Constant Contact rejected more than this fraction of the contacts |
 
@@ -29,15 +35,6 @@ from airflow.sdk import DAG, Param, task
 
 from airflow_provider_constantcontact.operators.constantcontact import ConstantContactSegmentExportOperator
 from airflow_provider_constantcontact.sensors.constantcontact import ConstantContactImportSensor
-
-# Constant Contact field -> Parquet column. Adapt to the segment's schema; "cf:<name>" is a custom
-# field, which must already exist in the Constant Contact account.
-FIELD_MAPPING = {
-    "email": "email",
-    "first_name": "first_name",
-    "last_name": "last_name",
-    "cf:loyalty_tier": "loyalty_tier",
-}
 
 with DAG(
     dag_id="constantcontact_manual_export",
@@ -64,12 +61,54 @@ with DAG(
             [],
             type="array",
             items={"type": "string", "minLength": 1},
-            minItems=1,
             maxItems=50,
             title="Contact list ids",
             description=(
                 "Constant Contact list ids (UUIDs), one per line. The id of a list is in its URL in "
-                "Constant Contact's web app."
+                "Constant Contact's web app. Give ids, names, or both: 1 to 50 lists in all."
+            ),
+        ),
+        "list_names": Param(
+            [],
+            type="array",
+            items={"type": "string", "minLength": 1},
+            maxItems=50,
+            title="Contact list names",
+            description="Contact lists by their exact name, one per line (instead of or besides ids).",
+        ),
+        "create_missing_lists": Param(
+            False,
+            type="boolean",
+            title="Create missing lists",
+            description="Create the named lists that do not exist yet (otherwise an unknown name fails).",
+        ),
+        "email_column": Param(
+            "email",
+            type="string",
+            minLength=1,
+            title="Email column",
+            description="The column holding each contact's email address (required).",
+        ),
+        "first_name_column": Param(
+            "first_name",
+            type=["null", "string"],
+            title="First name column",
+            description="The column holding the first name. Empty: not exported.",
+        ),
+        "last_name_column": Param(
+            "last_name",
+            type=["null", "string"],
+            title="Last name column",
+            description="The column holding the last name. Empty: not exported.",
+        ),
+        "other_fields": Param(
+            {"cf:loyalty_tier": "loyalty_tier"},
+            type="object",
+            title="Other fields",
+            description=(
+                "More Constant Contact fields and the columns holding them, e.g. "
+                '{"job_title": "title", "cf:loyalty_tier": "tier"}. "cf:<name>" is a custom field, '
+                "which must already exist in the account."
             ),
         ),
         "segment_column": Param(
@@ -84,6 +123,28 @@ with DAG(
             items={"type": "string"},
             title="Segments",
             description="Segments to export, one per line. Empty: every row of the source.",
+        ),
+        "sync_mode": Param(
+            "upsert",
+            type="string",
+            enum=["upsert", "mirror"],
+            title="Sync mode",
+            description=(
+                "upsert: add and update contacts. mirror: also remove from each list the members who "
+                "are not in the segment, so the list equals the segment (a mirrored list belongs to "
+                "this export: members added by hand are removed too)."
+            ),
+        ),
+        "max_removal_ratio": Param(
+            0.1,
+            type="number",
+            minimum=0,
+            maximum=1,
+            title="Maximum removal ratio",
+            description=(
+                "Mirror mode: when any list would lose more than this share of its members, fail and "
+                "change nothing (1 turns the guard off)."
+            ),
         ),
         "dry_run": Param(
             False,
@@ -113,7 +174,15 @@ with DAG(
     export_args = {
         "source": "{{ params.source }}",
         "list_ids": "{{ params.list_ids }}",
-        "field_mapping": FIELD_MAPPING,
+        "list_names": "{{ params.list_names }}",
+        "create_missing_lists": "{{ params.create_missing_lists }}",
+        # Constant Contact field -> column; an empty optional column is left out.
+        "field_mapping": (
+            "{{ dict(params.other_fields, email=params.email_column, "
+            "first_name=params.first_name_column, last_name=params.last_name_column) }}"
+        ),
+        "sync_mode": "{{ params.sync_mode }}",
+        "max_removal_ratio": "{{ params.max_removal_ratio }}",
         # No segments chosen: no filter, every row is exported.
         "segment_column": "{{ (params.segment_column or None) if params.segments else None }}",
         "segments": "{{ params.segments or None }}",

@@ -23,7 +23,7 @@ from airflow_provider_constantcontact.exceptions import (
     ConstantContactValidationError,
 )
 from airflow_provider_constantcontact.export.engine import SegmentExport
-from airflow_provider_constantcontact.export.fields import ContactPlan
+from airflow_provider_constantcontact.export.fields import EMAIL_FIELD, ContactPlan
 from airflow_provider_constantcontact.export.settings import SYNC_MODES, ExportSettings, ListTargets
 from airflow_provider_constantcontact.export.source import resolve_segment_source
 from airflow_provider_constantcontact.export.summary import ExportSummary
@@ -31,6 +31,7 @@ from airflow_provider_constantcontact.hooks.constantcontact import ConstantConta
 from airflow_provider_constantcontact.triggers.constantcontact import defer_import_wait
 from airflow_provider_constantcontact.utils.activities import wait_for_activities
 from airflow_provider_constantcontact.utils.templated import (
+    is_unset,
     optional_text,
     parse_bool,
     parse_list,
@@ -87,7 +88,8 @@ class ConstantContactSegmentExportOperator(BaseOperator):
     :param removals_path: Mirror mode: where to write one Parquet row per removed membership
         (``list_id``, ``contact_id``, ``email``). Templated.
     :param field_mapping: Constant Contact field -> Parquet column, e.g. ``{"email": "EmailAddress",
-        "first_name": "FirstName", "cf:loyalty_tier": "Tier"}``; ``email`` is required. Templated.
+        "first_name": "FirstName", "cf:loyalty_tier": "Tier"}``; ``email`` is required; another
+        field whose column renders empty (``None``, ``""``) is left out. Templated.
     :param segment_column: Column holding the segment of each row. Templated.
     :param segments: Export only rows whose ``segment_column`` is one of these. Templated.
     :param source_conn_id: Connection for object storage (``source`` and ``rejects_path``).
@@ -115,6 +117,7 @@ class ConstantContactSegmentExportOperator(BaseOperator):
         "max_error_ratio",
         "dry_run",
         "list_names",
+        "create_missing_lists",
         "sync_mode",
         "max_removal_ratio",
         "removals_path",
@@ -135,7 +138,7 @@ class ConstantContactSegmentExportOperator(BaseOperator):
         field_mapping: Mapping[str, str] | str,
         list_ids: str | Sequence[str] | None = None,
         list_names: str | Sequence[str] | None = None,
-        create_missing_lists: bool = False,
+        create_missing_lists: bool | str = False,
         sync_mode: str = "upsert",
         max_removal_ratio: float | str = 0.1,
         removals_path: str | None = None,
@@ -200,7 +203,7 @@ class ConstantContactSegmentExportOperator(BaseOperator):
             raise ValueError("removals_path needs sync_mode='mirror': only mirror mode removes members")
         max_removal_ratio = parse_number(self.max_removal_ratio, "max_removal_ratio", minimum=0, maximum=1)
         return ExportSettings(
-            plan=ContactPlan(parse_mapping(self.field_mapping, "field_mapping")),
+            plan=ContactPlan(self._field_mapping()),
             segment_column=segment_column,
             segments=segments or None,
             rejects_path=optional_text(self.rejects_path, "rejects_path"),
@@ -211,6 +214,16 @@ class ConstantContactSegmentExportOperator(BaseOperator):
             max_removal_ratio=0.1 if max_removal_ratio is None else float(max_removal_ratio),
             removals_path=removals_path,
         )
+
+    def _field_mapping(self) -> dict[str, str]:
+        """The rendered mapping; a field other than email whose column is empty is not mapped.
+
+        An optional column left empty in a form (``None``, ``""``) means "do not export this field".
+        """
+        mapping = parse_mapping(self.field_mapping, "field_mapping")
+        return {
+            name: column for name, column in mapping.items() if name == EMAIL_FIELD or not is_unset(column)
+        }
 
     def _max_error_ratio(self) -> float | None:
         return parse_number(self.max_error_ratio, "max_error_ratio", minimum=0, maximum=1)
@@ -371,7 +384,7 @@ class ConstantContactSegmentExportOperator(BaseOperator):
                     "exactly; nothing was sent"
                 )
             missing.append(name)
-        if missing and not self.create_missing_lists:
+        if missing and not parse_bool(self.create_missing_lists, "create_missing_lists"):
             raise ConstantContactNotFoundError(
                 f"No contact list is named {', '.join(map(repr, missing))}: create it in Constant Contact "
                 "or set create_missing_lists=True; nothing was sent"

@@ -513,6 +513,7 @@ def test_template_fields() -> None:
         "max_error_ratio",
         "dry_run",
         "list_names",
+        "create_missing_lists",
         "sync_mode",
         "max_removal_ratio",
         "removals_path",
