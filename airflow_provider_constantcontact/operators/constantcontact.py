@@ -17,13 +17,11 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_constantcontact.constants import MAX_LISTS_PER_REQUEST
 from airflow_provider_constantcontact.exceptions import (
-    ConstantContactError,
     ConstantContactImportError,
-    ConstantContactNotFoundError,
-    ConstantContactValidationError,
 )
 from airflow_provider_constantcontact.export.engine import SegmentExport
 from airflow_provider_constantcontact.export.fields import EMAIL_FIELD, ContactPlan
+from airflow_provider_constantcontact.export.preflight import check_custom_fields, check_lists
 from airflow_provider_constantcontact.export.settings import SYNC_MODES, ExportSettings, ListTargets
 from airflow_provider_constantcontact.export.source import resolve_segment_source
 from airflow_provider_constantcontact.export.summary import ExportSummary
@@ -41,10 +39,6 @@ from airflow_provider_constantcontact.utils.templated import (
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-# Up to this many list ids are checked with one GET each; more with one pass over the account's
-# lists (500 a page), which costs fewer requests at the API's 4 requests a second.
-MAX_LIST_GETS = 2
 
 
 def normalize_list_ids(value: Any, *, names: int = 0) -> list[str]:
@@ -314,105 +308,14 @@ class ConstantContactSegmentExportOperator(BaseOperator):
         return summary
 
     # ------------------------------------------------------------------------------- preflight
-    def _unknown_list_ids(self, list_ids: list[str]) -> list[str]:
-        """The ids in ``list_ids`` that name no contact list of the account, in the given order."""
-        if len(list_ids) <= MAX_LIST_GETS:
-            unknown = []
-            for list_id in list_ids:
-                try:
-                    self.hook.get_contact_list(list_id)
-                except ConstantContactNotFoundError:
-                    unknown.append(list_id)
-            return unknown
-        missing = set(list_ids)
-        try:
-            for contact_list in self.hook.iter_contact_lists():
-                missing.discard(contact_list.get("list_id"))
-                if not missing:  # every id found: no need for the remaining pages
-                    break
-        except ConstantContactNotFoundError:
-            self._check_api_url()
-            raise
-        return [list_id for list_id in list_ids if list_id in missing]
-
-    def _check_api_url(self) -> None:
-        """After a 404: fail naming the API URL when it does not serve the contact lists at all."""
-        try:
-            body = self.hook.request("GET", "/contact_lists", params={"limit": 1})
-        except ConstantContactError as err:
-            if err.status != 404:
-                raise
-            body = None
-        if not isinstance(body, dict) or "lists" not in body:
-            raise ConstantContactNotFoundError(
-                f"The Constant Contact API URL {self.hook.api_base_url} does not serve contact lists "
-                "(GET /contact_lists failed): check the connection's api_base_url, which must end in /v3 "
-                "(default https://api.cc.email/v3); nothing was sent"
-            )
-
-    def _resolve_names(self, list_ids: list[str], list_names: list[str]) -> ListTargets:
-        """Ids for ``list_names`` (and a check of ``list_ids``) in one pass over the account's lists."""
-        by_name: dict[str, list[str]] = {}
-        known_ids = set()
-        try:
-            for contact_list in self.hook.iter_contact_lists():
-                known_ids.add(contact_list.get("list_id"))
-                by_name.setdefault(str(contact_list.get("name")), []).append(contact_list.get("list_id"))
-        except ConstantContactNotFoundError:
-            self._check_api_url()
-            raise
-        unknown_ids = [list_id for list_id in list_ids if list_id not in known_ids]
-        if unknown_ids:
-            raise ConstantContactNotFoundError(
-                f"Unknown Constant Contact list id(s): {', '.join(unknown_ids)}; nothing was sent"
-            )
-        resolved, missing = list(list_ids), []
-        for name in list_names:
-            found = by_name.get(name, [])
-            if len(found) > 1:
-                raise ConstantContactValidationError(
-                    f"{len(found)} contact lists are named {name!r} ({', '.join(found)}): give the one "
-                    "meant in list_ids instead; nothing was sent"
-                )
-            if found:
-                resolved.append(found[0])
-                continue
-            near = [other for other in by_name if other.casefold() == name.casefold()]
-            if near:
-                raise ConstantContactNotFoundError(
-                    f"No contact list is named {name!r}, but {near[0]!r} is: list names are matched "
-                    "exactly; nothing was sent"
-                )
-            missing.append(name)
-        if missing and not parse_bool(self.create_missing_lists, "create_missing_lists"):
-            raise ConstantContactNotFoundError(
-                f"No contact list is named {', '.join(map(repr, missing))}: create it in Constant Contact "
-                "or set create_missing_lists=True; nothing was sent"
-            )
-        self.log.info("Lists by name: %d found, %d to create", len(list_names) - len(missing), len(missing))
-        return ListTargets(list(dict.fromkeys(resolved)), missing)
-
     def _preflight(self, settings: ExportSettings, list_ids: list[str], list_names: list[str]) -> ListTargets:
         """Every list and custom field must exist (or be creatable) before anything is sent."""
-        if list_names:
-            targets = self._resolve_names(list_ids, list_names)
-        else:
-            unknown = self._unknown_list_ids(list_ids)
-            if unknown:
-                if len(unknown) == len(list_ids):  # a wrong API URL makes every id unknown
-                    self._check_api_url()
-                raise ConstantContactNotFoundError(
-                    f"Unknown Constant Contact list id(s): {', '.join(unknown)}; nothing was sent"
-                )
-            targets = ListTargets(list_ids)
-        custom_fields = settings.plan.custom_fields
-        if custom_fields:
-            existing = {field.get("name") for field in self.hook.get_custom_fields()}
-            missing = [name for name in custom_fields if name not in existing]
-            if missing:
-                raise ConstantContactValidationError(
-                    f"Custom field(s) {', '.join(missing)} do not exist in the Constant Contact account "
-                    "(create them first; the name after 'cf:' is the field's name, not its label); "
-                    "nothing was sent"
-                )
+        targets = check_lists(
+            self.hook,
+            list_ids,
+            list_names,
+            create_missing=parse_bool(self.create_missing_lists, "create_missing_lists"),
+            log=self.log,
+        )
+        check_custom_fields(self.hook, settings.plan)
         return targets
