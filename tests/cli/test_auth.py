@@ -535,7 +535,7 @@ class DeviceUser:
 
 
 def test_device_flow_honours_slow_down(slow_poll_sandbox: ConstantContactSandbox) -> None:
-    # The fake sleep returns at once: the second poll comes too fast, the slow_poll_sandbox says slow_down.
+    # The fake sleep returns at once: the second poll comes too fast, the sandbox says slow_down.
     user = DeviceUser(slow_poll_sandbox, "approve", on_sleep=3)
     tokens = user.run()
     assert user.sleeps == [1, 1, 6]

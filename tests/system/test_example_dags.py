@@ -37,6 +37,7 @@ def segment(tmp_path):
 
 @pytest.fixture
 def slow_processing_sandbox(constantcontact_sandbox):
+    """The default sandbox, processing imports at 20 contacts a second."""
     # Slow enough that the sensor finds the import running and defers; fast enough for a test.
     constantcontact_sandbox.processing_rate = 20  # ~160 contacts: about 8 s
     return constantcontact_sandbox
@@ -94,7 +95,7 @@ def test_scheduled_dag_exports_the_segment_and_waits_in_the_trigger(
     assert state == "success"
     assert task_states(SCHEDULED, run_id) == {"export_segment": "success", "wait_for_import": "success"}
 
-    # The slow_processing_sandbox list holds exactly the valid, de-duplicated VIP contacts, field by field.
+    # The sandbox list holds exactly the valid, de-duplicated VIP contacts, field by field.
     assert slow_processing_sandbox.list_members(list_id) == expected["vip"]
 
     export = demo.read_xcom(SCHEDULED, "export_segment", run_id=run_id)

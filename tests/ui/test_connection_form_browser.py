@@ -49,8 +49,9 @@ TEST_API = "**/api/v2/connections/test"
 
 @pytest.fixture(scope="module")
 def module_sandbox() -> Iterator[ConstantContactSandbox]:
-    with ConstantContactSandbox(rate_limit=0, token_rate_limit=0, lists=["Newsletter"]) as module_sandbox:
-        yield module_sandbox
+    """One sandbox for the whole module (the standalone Airflow outlives a test), limits off."""
+    with ConstantContactSandbox(rate_limit=0, token_rate_limit=0, lists=["Newsletter"]) as sandbox:
+        yield sandbox
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +220,7 @@ def test_add_constant_contact_connection_and_test_it(
     expect(refresh).to_contain_text("constantcontact-auth")
     expect(refresh).to_contain_text("offline_access")
     expect(field(page, "API base URL").locator("input")).to_have_value(DEFAULT_API_BASE_URL)
-    expect(field(page, "API base URL")).to_contain_text("module_sandbox")
+    expect(field(page, "API base URL")).to_contain_text("sandbox")
     expect(field(page, "Token URL")).to_contain_text("token endpoint")
     expect(field(page, "Requests per second")).to_contain_text("4 a second")
     page.get_by_role("button", name="Standard Fields", exact=True).click()
