@@ -8,11 +8,9 @@ activity at once. Only ids the listing does not return are looked up one by one.
 
 from __future__ import annotations
 
-import ast
-import json
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_constantcontact.constants import (
@@ -27,6 +25,7 @@ from airflow_provider_constantcontact.exceptions import (
     ConstantContactServerError,
 )
 from airflow_provider_constantcontact.utils.redaction import redact_emails
+from airflow_provider_constantcontact.utils.templated import parse_list
 
 if TYPE_CHECKING:
     from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
@@ -57,38 +56,25 @@ BACKOFF_FACTOR = 1.5
 def normalize_activity_ids(value: Any) -> list[str]:
     """Turn one id, a list of ids, or a (JSON or Python literal) string list into a list of ids.
 
-    Accepts what a templated field renders to: an ``XComArg`` resolves to a list, a Jinja
-    expression to a string such as ``'["a", "b"]'`` or ``"['a', 'b']"``. Duplicates are dropped,
+    Accepts what a templated field renders to (read by :func:`utils.templated.parse_list`): an
+    ``XComArg`` resolves to a list, a Jinja expression to a string such as ``'["a", "b"]'`` or
+    ``"['a', 'b']"``; lists of such lists (mapped exports) are flattened. Duplicates are dropped,
     order is kept; ``None`` or an empty string means no activity.
     """
-    if value is None:
-        return []
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return []
-        if text.startswith("["):
-            try:
-                parsed = json.loads(text)
-            except ValueError:
-                try:
-                    parsed = ast.literal_eval(text)
-                except (ValueError, SyntaxError) as err:
-                    raise ValueError(f"activity_ids is not a valid list: {text[:200]}") from err
-            return normalize_activity_ids(parsed)
-        return [text]
     if isinstance(value, Mapping):
         if "activity_ids" in value:
             return normalize_activity_ids(value["activity_ids"])
         raise TypeError("activity_ids must be an id, a list of ids, or an export summary with 'activity_ids'")
-    if isinstance(value, Iterable):
-        ids: list[str] = []
-        for item in value:
-            for activity_id in normalize_activity_ids(item):
-                if activity_id not in ids:
-                    ids.append(activity_id)
-        return ids
-    raise TypeError(f"activity_ids must be a string or a list of strings, not {type(value).__name__}")
+    ids: list[str] = []
+    for item in parse_list(value, "activity_ids"):
+        if isinstance(item, str) and not item.strip().startswith("["):
+            found = [item.strip()] if item.strip() else []
+        elif isinstance(item, (str, Mapping, list, tuple)):
+            found = normalize_activity_ids(item)
+        else:
+            raise TypeError(f"activity_ids must be a string or a list of strings, not {type(item).__name__}")
+        ids.extend(activity_id for activity_id in found if activity_id not in ids)
+    return ids
 
 
 def is_transient_error(error: BaseException) -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ast
 import json
 import math
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 
@@ -41,8 +41,8 @@ def _literal(text: str, name: str, kind: str) -> Any:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError, MemoryError, RecursionError) as err:
         raise ValueError(
-            f"{name} looks like a {kind} but cannot be read as one: {text[:200]!r}. Give a {kind} "
-            f"(JSON or Python syntax), or set render_template_as_native_obj=True on the DAG."
+            f"{name} is not a valid {kind}: {text[:200]!r} looks like one but cannot be read. Give a "
+            f"{kind} (JSON or Python syntax), or set render_template_as_native_obj=True on the DAG."
         ) from err
 
 
@@ -65,7 +65,7 @@ def parse_list(value: Any, name: str, *, split_commas: bool = False) -> list[Any
             parts = (part.strip().strip("'\"").strip() for part in text.split(","))
             return [part for part in parts if part]
         return [text]
-    if isinstance(value, (Sequence, Set)) and not isinstance(value, (bytes, bytearray)):
+    if isinstance(value, Iterable) and not isinstance(value, (bytes, bytearray, Mapping)):
         return list(value)
     return [value]
 
