@@ -141,9 +141,17 @@ class SegmentSource:
 
 
 def _plain(column: pa.Field) -> pa.Field:
-    """A dictionary column as its value type: files of one segment may encode a column either way."""
+    """A dictionary or view column as its plain type: files of one segment may encode a column any way.
+
+    View types (``string_view``, ``binary_view``) are read as ``string``/``binary`` too: Arrow's
+    filter and take kernels, which the export applies to every batch, do not support them.
+    """
     if pa.types.is_dictionary(column.type):
-        return column.with_type(column.type.value_type)
+        return _plain(column.with_type(column.type.value_type))
+    if column.type == pa.string_view():
+        return column.with_type(pa.string())
+    if column.type == pa.binary_view():
+        return column.with_type(pa.binary())
     return column
 
 
