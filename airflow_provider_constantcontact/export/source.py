@@ -13,8 +13,8 @@ the dataset is made, and a corrupt data page, found only when scanning, through
 
 from __future__ import annotations
 
-import fnmatch
 import posixpath
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from fsspec.utils import glob_translate
 
 from airflow_provider_constantcontact.exceptions import SegmentSourceError
 
@@ -44,7 +45,8 @@ class SourceEntry:
         """Whether a file at ``path`` would be read as part of this entry."""
         if self.kind == "file":
             return path == self.path
-        if self.kind == "glob" and not fnmatch.fnmatchcase(path, self.path):
+        # fsspec's own glob semantics (what resolved the files): "*" stays within one folder.
+        if self.kind == "glob" and not re.match(glob_translate(self.path), path):
             return False
         prefix = self.base.rstrip("/") + "/"
         return path.startswith(prefix) and _is_data_file(path[len(prefix) :])

@@ -198,7 +198,7 @@ def _segment(folder: Path, name: str = "part-0.parquet") -> Path:
     )
 
 
-@pytest.mark.parametrize("kind", ["folder", "glob", "file", "list"])
+@pytest.mark.parametrize("kind", ["folder", "glob", "deep glob", "file", "list"])
 def test_rejects_inside_the_source_are_refused_before_sending(
     make_export, constantcontact_sandbox, tmp_path: Path, kind: str
 ) -> None:
@@ -207,6 +207,7 @@ def test_rejects_inside_the_source_are_refused_before_sending(
     source: Any = {
         "folder": str(data),
         "glob": str(data / "*.parquet"),
+        "deep glob": str(tmp_path / "**" / "*.parquet"),
         "file": str(part),
         "list": [str(tmp_path / "elsewhere.parquet"), str(data)],
     }[kind]
@@ -224,22 +225,26 @@ def test_rejects_inside_the_source_are_refused_before_sending(
     assert sorted(p.name for p in data.iterdir()) == ["part-0.parquet"]
 
 
+@pytest.mark.parametrize(
+    ("pattern", "rejects"),
+    [("seg-*.parquet", "rejects.parquet"), ("*.parquet", "rejects/rejects.parquet")],
+)
 def test_rejects_beside_a_glob_source_that_does_not_match_it_are_fine(
-    make_export, constantcontact_sandbox, tmp_path: Path
+    make_export, constantcontact_sandbox, tmp_path: Path, pattern: str, rejects: str
 ) -> None:
     data = tmp_path / "segment"
     _segment(data, "seg-0.parquet")
     operator = make_export(
-        source=str(data / "seg-*.parquet"),
+        source=str(data / pattern),  # "*" does not descend into folders
         field_mapping={"email": "Email", "first_name": "First"},
-        rejects_path=str(data / "rejects.parquet"),
+        rejects_path=str(data / rejects),
     )
     summary, _ = run(operator)
     assert summary["rejects_written"] == 2
-    assert pq.read_table(data / "rejects.parquet").column("reason").to_pylist() == [
-        "invalid_email",
-        "duplicate",
-    ]
+    assert pq.read_table(data / rejects).column("reason").to_pylist() == ["invalid_email", "duplicate"]
+    # A second run over the same glob reads the segment only, not the rejects.
+    summary, _ = run(operator)
+    assert summary["rows_read"] == 3
 
 
 def test_rejects_path_ending_in_a_slash_names_a_folder(make_export, tmp_path: Path) -> None:
