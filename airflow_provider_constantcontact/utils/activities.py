@@ -8,8 +8,6 @@ activity at once. Only ids the listing does not return are looked up one by one.
 
 from __future__ import annotations
 
-import ast
-import json
 import logging
 import re
 import time
@@ -22,6 +20,7 @@ from airflow_provider_constantcontact.exceptions import (
     ConstantContactRateLimitError,
     ConstantContactServerError,
 )
+from airflow_provider_constantcontact.utils.templated import parse_list, parse_mapping
 
 if TYPE_CHECKING:
     from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
@@ -51,25 +50,23 @@ def normalize_activity_ids(value: Any) -> list[str]:
     """Turn one id, a list of ids, or a (JSON or Python literal) string list into a list of ids.
 
     Accepts what a templated field renders to: an ``XComArg`` resolves to a list, a Jinja
-    expression to a string such as ``'["a", "b"]'`` or ``"['a', 'b']"``. Duplicates are dropped,
-    order is kept; ``None`` or an empty string means no activity.
+    expression to a string such as ``'["a", "b"]'`` or ``"['a', 'b']"`` (read by
+    :mod:`~airflow_provider_constantcontact.utils.templated`, like every templated value).
+    Duplicates are dropped, order is kept; ``None``, ``"None"`` or an empty string means no activity.
     """
+    if isinstance(value, str):
+        # The one parser of templated values: a rendered list ("['a', 'b']"), a rendered export
+        # summary ("{'activity_ids': [...], ...}"), "None" or "" for no activity, else one id.
+        text = value.strip()
+        if text.startswith("{"):
+            value = parse_mapping(text, "activity_ids")
+        else:
+            items = parse_list(text, "activity_ids")
+            if items == [text]:
+                return [text]
+            value = items
     if value is None:
         return []
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return []
-        if text.startswith("["):
-            try:
-                parsed = json.loads(text)
-            except ValueError:
-                try:
-                    parsed = ast.literal_eval(text)
-                except (ValueError, SyntaxError) as err:
-                    raise ValueError(f"activity_ids is not a valid list: {text[:200]}") from err
-            return normalize_activity_ids(parsed)
-        return [text]
     if isinstance(value, Mapping):
         if "activity_ids" in value:
             return normalize_activity_ids(value["activity_ids"])
