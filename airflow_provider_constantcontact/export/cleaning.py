@@ -92,14 +92,19 @@ def _is_large(data_type: pa.DataType) -> bool:
 
 
 def _timestamp_text(values: pa.Array) -> pa.Array:
-    """ISO 8601: ``2024-01-02T03:04:05`` (fractions only when present); with a time zone in UTC + Z."""
+    """ISO 8601: ``2024-01-02T03:04:05``, a fraction only on values that have one; zoned in UTC + Z.
+
+    Decided per value, so a value's text never depends on the other rows of its batch.
+    """
     unit, tz = values.type.unit, values.type.tz
     seconds = pc.cast(values, pa.timestamp("s", tz), safe=False)
-    whole = pc.all(pc.equal(pc.cast(seconds, values.type), values)).as_py() in (True, None)
+    whole = pc.fill_null(pc.equal(pc.cast(seconds, values.type), values), True)
     if tz is not None:
         values = pc.cast(values, pa.timestamp(unit, "UTC"))
         seconds = pc.cast(seconds, pa.timestamp("s", "UTC"))
-    text = pc.strftime(seconds if whole else values, format="%Y-%m-%dT%H:%M:%S")
+    text = pc.strftime(seconds, format="%Y-%m-%dT%H:%M:%S")
+    if not pc.all(whole).as_py():
+        text = pc.if_else(whole, text, pc.strftime(values, format="%Y-%m-%dT%H:%M:%S"))
     return pc.binary_join_element_wise(text, "Z", "") if tz is not None else text
 
 

@@ -13,8 +13,8 @@ the dataset is made, and a corrupt data page, found only when scanning, through
 
 from __future__ import annotations
 
-import fnmatch
 import posixpath
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from fsspec.utils import glob_translate
 
 from airflow_provider_constantcontact.exceptions import SegmentSourceError
 
@@ -44,7 +45,8 @@ class SourceEntry:
         """Whether a file at ``path`` would be read as part of this entry."""
         if self.kind == "file":
             return path == self.path
-        if self.kind == "glob" and not fnmatch.fnmatchcase(path, self.path):
+        # fsspec's own glob semantics (what resolved the files): "*" stays within one folder.
+        if self.kind == "glob" and not re.match(glob_translate(self.path), path):
             return False
         prefix = self.base.rstrip("/") + "/"
         return path.startswith(prefix) and _is_data_file(path[len(prefix) :])
@@ -141,9 +143,17 @@ class SegmentSource:
 
 
 def _plain(column: pa.Field) -> pa.Field:
-    """A dictionary column as its value type: files of one segment may encode a column either way."""
+    """A dictionary or view column as its plain type: files of one segment may encode a column any way.
+
+    View types (``string_view``, ``binary_view``) are read as ``string``/``binary`` too: Arrow's
+    filter and take kernels, which the export applies to every batch, do not support them.
+    """
     if pa.types.is_dictionary(column.type):
-        return column.with_type(column.type.value_type)
+        return _plain(column.with_type(column.type.value_type))
+    if column.type == pa.string_view():
+        return column.with_type(pa.string())
+    if column.type == pa.binary_view():
+        return column.with_type(pa.binary())
     return column
 
 

@@ -25,7 +25,7 @@ from airflow_provider_constantcontact.exceptions import (
     ConstantContactServerError,
 )
 from airflow_provider_constantcontact.utils.redaction import redact_emails
-from airflow_provider_constantcontact.utils.templated import parse_list
+from airflow_provider_constantcontact.utils.templated import parse_list, parse_mapping
 
 if TYPE_CHECKING:
     from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
@@ -56,18 +56,21 @@ BACKOFF_FACTOR = 1.5
 def normalize_activity_ids(value: Any) -> list[str]:
     """Turn one id, a list of ids, or a (JSON or Python literal) string list into a list of ids.
 
-    Accepts what a templated field renders to (read by :func:`utils.templated.parse_list`): an
-    ``XComArg`` resolves to a list, a Jinja expression to a string such as ``'["a", "b"]'`` or
-    ``"['a', 'b']"``; lists of such lists (mapped exports) are flattened. Duplicates are dropped,
-    order is kept; ``None`` or an empty string means no activity.
+    Accepts what a templated field renders to, read by the one parser of templated values
+    (:mod:`~airflow_provider_constantcontact.utils.templated`): an ``XComArg`` resolves to a
+    list, a Jinja expression to a string such as ``'["a", "b"]'``, ``"['a', 'b']"`` or a rendered
+    export summary (``"{'activity_ids': [...], ...}"``); lists of such lists (mapped exports) are
+    flattened. Duplicates are dropped, order is kept; ``None``, ``"None"`` or ``""`` means no activity.
     """
+    if isinstance(value, str) and value.strip().startswith("{"):
+        value = parse_mapping(value, "activity_ids")
     if isinstance(value, Mapping):
         if "activity_ids" in value:
             return normalize_activity_ids(value["activity_ids"])
         raise TypeError("activity_ids must be an id, a list of ids, or an export summary with 'activity_ids'")
     ids: list[str] = []
     for item in parse_list(value, "activity_ids"):
-        if isinstance(item, str) and not item.strip().startswith("["):
+        if isinstance(item, str) and not item.strip().startswith(("[", "{")):
             found = [item.strip()] if item.strip() else []
         elif isinstance(item, (str, Mapping, list, tuple)):
             found = normalize_activity_ids(item)

@@ -1,9 +1,22 @@
-"""The one parser of rendered template values: native values and their text give the same result."""
+"""The one parser of templated values, fed by real Jinja rendering (text and native).
+
+Airflow renders templated fields with a Jinja environment that turns the result into text,
+unless the DAG sets ``render_template_as_native_obj`` (a ``NativeEnvironment``). Every value
+below must come back exactly as given, from both, or fail naming the parameter.
+"""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+import jinja2
+import jinja2.nativetypes
 import pytest
 
+from airflow_provider_constantcontact.operators.constantcontact import ConstantContactSegmentExportOperator
+from airflow_provider_constantcontact.sensors.constantcontact import ConstantContactImportSensor
+from airflow_provider_constantcontact.utils.activities import normalize_activity_ids
 from airflow_provider_constantcontact.utils.templated import (
     is_unset,
     optional_text,
@@ -13,13 +26,127 @@ from airflow_provider_constantcontact.utils.templated import (
     parse_number,
 )
 
-SEGMENTS = ["Lapsed, high value", "back\\slash", "quote ' and \"", "ünï"]
+NASTY = [
+    "Lapsed, high value",
+    "back\\slash",
+    "two\\\\backslashes",
+    'Tom\'s "picks"',
+    "None",
+    "[bracketed]",
+    "tab\tand\nnewline",
+    "ünïcødé ✓",
+    " padded ",
+]
 
 
-@pytest.mark.parametrize("value", [SEGMENTS, str(SEGMENTS), __import__("json").dumps(SEGMENTS)])
+def render(template: str, native: bool, **values: Any) -> Any:
+    environment = jinja2.nativetypes.NativeEnvironment() if native else jinja2.Environment()
+    return environment.from_string(template).render(**values)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_rendered_list_comes_back_exactly(native: bool) -> None:
+    rendered = render("{{ params.segments }}", native, params={"segments": NASTY})
+    assert isinstance(rendered, list) is native
+    assert parse_list(rendered, "segments") == NASTY
+    assert (
+        parse_list(render("{{ params.segments | tojson }}", native, params={"segments": NASTY}), "s") == NASTY
+    )
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_rendered_mapping_and_numbers_come_back_exactly(native: bool) -> None:
+    mapping = {"email": "E, mail", "cf:tier": "Tier\\1"}
+    for template in ("{{ m }}", "{{ m | tojson }}"):
+        assert parse_mapping(render(template, native, m=mapping), "field_mapping") == mapping
+    assert parse_number(render("{{ n }}", native, n=5), "max_contacts", integer=True) == 5
+    assert parse_number(render("{{ r }}", native, r=0.1), "max_error_ratio", minimum=0, maximum=1) == 0.1
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda: parse_list("['Lapsed, high value'", "segments"),
+            "segments looks like a list but cannot be read",
+        ),
+        (lambda: parse_list("('a', 'b'", "source"), "source looks like a list"),
+        (lambda: parse_list("['a'] + ['b']", "list_ids", split_commas=True), "list_ids looks like a list"),
+        (lambda: parse_mapping("{'email': ", "field_mapping"), "field_mapping looks like a dict"),
+        (lambda: parse_mapping("['email']", "field_mapping"), "field_mapping must be a dict"),
+        (lambda: parse_number("five", "max_contacts", integer=True), "max_contacts must be a whole number"),
+        (lambda: parse_number("1.5", "max_contacts", integer=True), "max_contacts must be a whole number"),
+        (lambda: parse_number("nan", "max_error_ratio"), "max_error_ratio must be a finite number"),
+        (lambda: parse_number("1.5", "max_error_ratio", minimum=0, maximum=1), "between 0 and 1"),
+    ],
+)
+def test_text_that_cannot_be_read_exactly_fails_naming_the_parameter(call, message: str) -> None:
+    with pytest.raises((ValueError, TypeError), match=message.replace("[", r"\[")):
+        call()
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_export_operator_parameters_rendered_either_way(native: bool) -> None:
+    params = {
+        "segments": NASTY,
+        "list_ids": ["id-1", "id-2"],
+        "sources": ["/data/a, b.parquet", "/data/c.parquet"],
+        "mapping": {"email": "Email", "first_name": "First, name"},
+        "max_contacts": 5,
+    }
+    operator = ConstantContactSegmentExportOperator(
+        task_id="export",
+        source=render("{{ params.sources }}", native, params=params),
+        list_ids=render("{{ params.list_ids }}", native, params=params),
+        field_mapping=render("{{ params.mapping | tojson }}", native, params=params),
+        segment_column="Segment",
+        segments=render("{{ params.segments }}", native, params=params),
+        max_contacts=render("{{ params.max_contacts }}", native, params=params),
+        max_error_ratio=render("{{ 0.1 }}", native),
+        dry_run=render("{{ False }}", native),
+    )
+    settings = operator._settings()
+    assert settings.segments == NASTY
+    assert settings.list_ids == ["id-1", "id-2"]
+    assert settings.plan.field_mapping == {"email": "Email", "first_name": "First, name"}
+    assert settings.max_contacts == 5
+    assert settings.dry_run is False
+    assert operator._max_error_ratio() == 0.1
+    assert parse_list(operator.source, "source") == ["/data/a, b.parquet", "/data/c.parquet"]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_sensor_activity_ids_and_max_error_ratio_rendered_either_way(native: bool) -> None:
+    ids = ["a1", "b2"]
+    sensor = ConstantContactImportSensor(
+        task_id="wait",
+        activity_ids=render("{{ ids }}", native, ids=ids),
+        max_error_ratio=render("{{ r }}", native, r=0.25),
+    )
+    assert sensor._ids() == ids
+    assert sensor._max_error_ratio() == 0.25
+    # The export's whole summary, rendered: its activity ids.
+    summary = {"activity_ids": ids, "rows_read": 3, "dry_run": False, "rejected": {}}
+    assert normalize_activity_ids(render("{{ s }}", native, s=summary)) == ids
+    assert normalize_activity_ids(json.dumps(summary)) == ids
+
+
+def test_sensor_activity_ids_rendered_from_nothing_mean_no_activity() -> None:
+    for rendered in ("None", "", "  ", "[]"):
+        assert normalize_activity_ids(rendered) == []
+    assert normalize_activity_ids(" one-id ") == ["one-id"]
+    with pytest.raises(ValueError, match="max_error_ratio must be between 0 and 1"):
+        ConstantContactImportSensor(task_id="wait", activity_ids="x", max_error_ratio="2")._max_error_ratio()
+
+
+# ------------------------------------------------------------------ the parser on its own
+PLAIN_SEGMENTS = ["Lapsed, high value", "back\\slash", "quote ' and \"", "ünï"]
+
+
+@pytest.mark.parametrize("value", [PLAIN_SEGMENTS, str(PLAIN_SEGMENTS), json.dumps(PLAIN_SEGMENTS)])
 def test_a_list_survives_rendering_exactly(value) -> None:
     # str(list) is what non-native Jinja renders; JSON is what a conf or Variable may hold.
-    assert parse_list(value, "segments") == SEGMENTS
+    assert parse_list(value, "segments") == PLAIN_SEGMENTS
 
 
 def test_a_plain_string_is_one_value_unless_commas_split_ids() -> None:
