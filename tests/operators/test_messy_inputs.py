@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from airflow_provider_constantcontact.exceptions import ConstantContactError
-from airflow_provider_constantcontact.export import engine
+from airflow_provider_constantcontact.export import passes, reader
 from tests.operators.conftest import imports_in_log, run, sandbox_hook, write_parquet
 
 FAILING_IMPORT_STATUS = 500
@@ -296,7 +296,7 @@ def test_a_run_failing_on_server_errors_keeps_the_previous_rejects_file(
     make_export, constantcontact_sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     second, target, before = _previous_rejects(make_export, constantcontact_sandbox, tmp_path)
-    monkeypatch.setattr(engine, "READ_BATCH_ROWS", 2)  # rejects are written before the failure
+    monkeypatch.setattr(reader, "READ_BATCH_ROWS", 2)  # rejects are written before the failure
     constantcontact_sandbox.fail_next(
         50, FAILING_IMPORT_STATUS, path_prefix="/v3/activities/contacts_json_import"
     )
@@ -317,8 +317,8 @@ def test_a_run_failing_mid_encode_keeps_the_previous_rejects_file(
     make_export, constantcontact_sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     second, target, before = _previous_rejects(make_export, constantcontact_sandbox, tmp_path)
-    monkeypatch.setattr(engine, "READ_BATCH_ROWS", 2)
-    real_contact_json = engine.contact_json
+    monkeypatch.setattr(reader, "READ_BATCH_ROWS", 2)
+    real_contact_json = passes.contact_json
     seen: dict[str, Any] = {"calls": 0}
 
     def failing_contact_json(*args: Any, **kwargs: Any) -> Any:
@@ -331,7 +331,7 @@ def test_a_run_failing_mid_encode_keeps_the_previous_rejects_file(
             raise RuntimeError("disk full while encoding")
         return real_contact_json(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "contact_json", failing_contact_json)
+    monkeypatch.setattr(passes, "contact_json", failing_contact_json)
     operator = make_export(
         source=str(second), field_mapping={"email": "Email", "first_name": "First"}, rejects_path=str(target)
     )
@@ -412,7 +412,7 @@ def test_invalid_utf8_rejects_only_its_row_before_anything_is_sent(
 def test_a_bad_utf8_row_in_a_later_batch_is_found_before_the_first_request(
     make_export, constantcontact_sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(engine, "READ_BATCH_ROWS", 2)
+    monkeypatch.setattr(reader, "READ_BATCH_ROWS", 2)
     source = tmp_path / "segment.parquet"
     pq.write_table(
         pa.table(

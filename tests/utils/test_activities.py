@@ -418,7 +418,7 @@ def test_normalize_activity_ids(value, expected):
 
 
 def test_normalize_activity_ids_rejects_garbage():
-    with pytest.raises(ValueError, match="activity_ids looks like a list but cannot be read as one"):
+    with pytest.raises(ValueError, match="not a valid list"):
         normalize_activity_ids("[not, a list")
     with pytest.raises(TypeError):
         normalize_activity_ids(42)

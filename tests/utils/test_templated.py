@@ -68,11 +68,11 @@ def test_a_rendered_mapping_and_numbers_come_back_exactly(native: bool) -> None:
     [
         (
             lambda: parse_list("['Lapsed, high value'", "segments"),
-            "segments looks like a list but cannot be read",
+            "segments is not a valid list: .* looks like one but cannot be read",
         ),
-        (lambda: parse_list("('a', 'b'", "source"), "source looks like a list"),
-        (lambda: parse_list("['a'] + ['b']", "list_ids", split_commas=True), "list_ids looks like a list"),
-        (lambda: parse_mapping("{'email': ", "field_mapping"), "field_mapping looks like a dict"),
+        (lambda: parse_list("('a', 'b'", "source"), "source is not a valid list"),
+        (lambda: parse_list("['a'] + ['b']", "list_ids", split_commas=True), "list_ids is not a valid list"),
+        (lambda: parse_mapping("{'email': ", "field_mapping"), "field_mapping is not a valid dict"),
         (lambda: parse_mapping("['email']", "field_mapping"), "field_mapping must be a dict"),
         (lambda: parse_number("five", "max_contacts", integer=True), "max_contacts must be a whole number"),
         (lambda: parse_number("1.5", "max_contacts", integer=True), "max_contacts must be a whole number"),
