@@ -40,11 +40,8 @@ from airflow_provider_constantcontact.hooks._http import (
     RetryPolicy,
     error_for_response,
 )
-from airflow_provider_constantcontact.hooks._tokens import (
-    TokenManager,
-    TokenStore,
-    VariableTokenStore,
-)
+from airflow_provider_constantcontact.hooks._token_store import TokenStore, VariableTokenStore
+from airflow_provider_constantcontact.hooks._tokens import TokenManager
 
 if TYPE_CHECKING:
     import requests
