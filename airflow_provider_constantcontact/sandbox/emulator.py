@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from operator import itemgetter
 from typing import Any
 
+from airflow_provider_constantcontact.sandbox.account import public_props
 from airflow_provider_constantcontact.sandbox.activities import ACTIVITY_KINDS, IMPORT
 from airflow_provider_constantcontact.sandbox.constants import (
     DEFAULT_ACCESS_TOKEN_TTL,
@@ -30,7 +31,7 @@ from airflow_provider_constantcontact.sandbox.server import (
     RequestLogEntry,
     SandboxHTTPServer,
 )
-from airflow_provider_constantcontact.sandbox.state import SandboxState, public_props
+from airflow_provider_constantcontact.sandbox.state import SandboxState
 
 
 class ConstantContactSandbox:
