@@ -166,7 +166,7 @@ def sandbox_process(rate_limit: float, *extra_args: str) -> Iterator[dict[str, A
 def make_hook(info: dict[str, Any]) -> Any:
     from airflow.sdk import Connection
 
-    from airflow_provider_constantcontact.hooks._tokens import MemoryTokenStore
+    from airflow_provider_constantcontact.hooks._token_store import MemoryTokenStore
     from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
 
     conn = info["connection"]

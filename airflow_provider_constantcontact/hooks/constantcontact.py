@@ -31,20 +31,16 @@ from airflow_provider_constantcontact.constants import (
 from airflow_provider_constantcontact.exceptions import (
     ConstantContactAuthError,
     ConstantContactError,
-    ConstantContactNotFoundError,
-    ConstantContactReauthorizationRequired,
 )
+from airflow_provider_constantcontact.hooks._connection_check import check_connection
 from airflow_provider_constantcontact.hooks._http import (
     HttpClient,
     Pacing,
     RetryPolicy,
     error_for_response,
 )
-from airflow_provider_constantcontact.hooks._tokens import (
-    TokenManager,
-    TokenStore,
-    VariableTokenStore,
-)
+from airflow_provider_constantcontact.hooks._token_store import TokenStore, VariableTokenStore
+from airflow_provider_constantcontact.hooks._tokens import TokenManager
 
 if TYPE_CHECKING:
     import requests
@@ -457,90 +453,7 @@ class ConstantContactHook(BaseHook):
         """Check credentials, refresh token, scopes and API URL; return ``(ok, message)``.
 
         Used by the UI's Test button (API server, outside any task): a rotated refresh token is
-        saved to the Variable store there too (see docs/hook.md).
+        saved to the Variable store there too (see docs/hook.md). The checks are in
+        ``hooks/_connection_check.py``.
         """
-        # The Test button waits for the answer: check with a twin of this hook that fails fast
-        # (at most 2 attempts a request), so this hook keeps its full retry budget.
-        probe = self._twin(max_attempts=min(2, self.retry_policy.max_attempts))
-        try:
-            return probe._check_connection()
-        finally:
-            probe.close()
-
-    def _twin(self, *, max_attempts: int) -> ConstantContactHook:
-        """A new hook on the same connection, token store and settings but ``max_attempts``."""
-        policy = self.retry_policy
-        return type(self)(
-            self.constantcontact_conn_id,
-            # The connection if already fetched; else the twin fetches it, inside its own checks.
-            connection=self.__dict__.get("connection", self._connection),
-            token_store=self._token_store,
-            timeout=self.timeout,
-            max_attempts=max_attempts,
-            backoff_initial=policy.backoff_initial,
-            backoff_max=policy.backoff_max,
-            backoff_jitter=policy.jitter,
-            refresh_margin=self.refresh_margin,
-        )
-
-    def _check_connection(self) -> tuple[bool, str]:
-        """The checks of :meth:`test_connection`, in the order a user would fix them."""
-        try:
-            tokens = self.tokens
-        except ConstantContactAuthError as exc:
-            return False, str(exc)
-        except Exception as exc:
-            return (
-                False,
-                f"Cannot read connection '{self.constantcontact_conn_id}': {type(exc).__name__}: {exc}",
-            )
-        try:
-            # Always ask the token endpoint: a cached or stored access token would hide wrong
-            # client credentials typed into the form.
-            tokens.access_token(force_refresh=True)
-        except ConstantContactReauthorizationRequired as exc:
-            return False, f"Refresh token revoked, expired or already used. {exc}"
-        except ConstantContactAuthError as exc:
-            return False, str(exc)
-        except ConstantContactError as exc:
-            if exc.status is None:
-                return False, f"Cannot reach the token URL {self.token_url}: {exc}"
-            return False, f"Token URL {self.token_url} failed: {exc}"
-        record = tokens.cached_record()
-        scope = tokens.last_scope or (record.scope if record else None)
-        if scope is not None:
-            missing = [s for s in REQUIRED_SCOPES if s not in scope.split()]
-            if missing:
-                return False, (
-                    f"The authorisation lacks the scope(s) {', '.join(missing)} (granted: {scope}). "
-                    "Re-authorise with `constantcontact-auth`, which requests contact_data and "
-                    "offline_access."
-                )
-        try:
-            body = self.request("GET", "/contact_lists", params={"limit": 1})
-        except ConstantContactNotFoundError:
-            return False, (
-                f"The API base URL {self.api_base_url} does not look like the Constant Contact V3 API "
-                f"(GET /contact_lists answered 404); the default is {DEFAULT_API_BASE_URL}."
-            )
-        except ConstantContactAuthError as exc:
-            if exc.status == 403:
-                return False, (
-                    "The API refused access (HTTP 403): the authorisation lacks the contact_data scope, the "
-                    "user lacks the privilege, or the application is deactivated. Re-authorise with "
-                    f"`constantcontact-auth`. ({exc.error_key or 'forbidden'})"
-                )
-            return False, str(exc)
-        except ConstantContactError as exc:
-            if exc.status is None:
-                return False, f"Cannot reach the API at {self.api_base_url}: {exc}"
-            return False, f"The API at {self.api_base_url} failed: {exc}"
-        if not isinstance(body, dict) or "lists" not in body:
-            return False, (
-                f"The API base URL {self.api_base_url} answered, but not like the Constant Contact V3 API; "
-                f"the default is {DEFAULT_API_BASE_URL}."
-            )
-        return (
-            True,
-            f"Connected to Constant Contact at {self.api_base_url}: token valid, contact lists readable.",
-        )
+        return check_connection(self)

@@ -1,14 +1,12 @@
-"""``ConstantContactSandbox``: start the emulator in-process and control it from tests."""
+"""``ConstantContactSandbox``: the emulator in-process: life cycle, addresses, credentials, settings."""
 
 from __future__ import annotations
 
 import json
 import threading
 from collections.abc import Iterable
-from operator import itemgetter
 from typing import Any
 
-from airflow_provider_constantcontact.sandbox.activities import ACTIVITY_KINDS, IMPORT
 from airflow_provider_constantcontact.sandbox.constants import (
     DEFAULT_ACCESS_TOKEN_TTL,
     DEFAULT_CLIENT_ID,
@@ -21,23 +19,23 @@ from airflow_provider_constantcontact.sandbox.constants import (
     DEFAULT_REFRESH_TOKEN,
     DEFAULT_SCOPES,
     DEFAULT_TOKEN_RATE_LIMIT,
-    FAILED_ACTIVITY_STATES,
     OAUTH_PREFIX,
 )
+from airflow_provider_constantcontact.sandbox.controls import SandboxControls
 from airflow_provider_constantcontact.sandbox.oauth import OAuthServer
 from airflow_provider_constantcontact.sandbox.server import (
     App,
-    RequestLogEntry,
     SandboxHTTPServer,
 )
-from airflow_provider_constantcontact.sandbox.state import SandboxState, public_props
+from airflow_provider_constantcontact.sandbox.state import SandboxState
 
 
-class ConstantContactSandbox:
+class ConstantContactSandbox(SandboxControls):
     """A local, in-memory emulator of the Constant Contact V3 API and its OAuth2 server.
 
     Use it as a context manager (``with ConstantContactSandbox() as sandbox:``) or call
-    ``start()``/``stop()``. ``port=0`` picks a free port.
+    ``start()``/``stop()``. ``port=0`` picks a free port. Seeding, inspection and faults are
+    the methods of ``SandboxControls`` (controls.py).
     """
 
     def __init__(
@@ -261,171 +259,3 @@ class ConstantContactSandbox:
     def rotating_refresh_tokens(self, rotating: bool) -> None:
         with self.lock:
             self.oauth.rotating_refresh_tokens = rotating
-
-    # -- seeding and inspection --------------------------------------------------------------
-
-    def create_list(self, name: str, description: str | None = None, favorite: bool = False) -> str:
-        """Create a contact list; returns its id."""
-        with self.lock:
-            return self.state.create_list(name, description, favorite)["list_id"]
-
-    def create_custom_field(self, name: str, label: str | None = None, type: str = "string") -> str:
-        """Create a custom field (imported as ``cf:<name>``); returns its id."""
-        with self.lock:
-            return self.state.create_custom_field(name, label, type)["custom_field_id"]
-
-    @property
-    def list_ids(self) -> dict[str, str]:
-        """List name -> list id, for every list."""
-        with self.lock:
-            return {item["name"]: list_id for list_id, item in self.state.lists.items()}
-
-    @property
-    def custom_field_ids(self) -> dict[str, str]:
-        """Custom field name -> custom field id."""
-        with self.lock:
-            return dict(self.state.custom_field_names)
-
-    def list_members(self, list_id: str) -> dict[str, dict[str, Any]]:
-        """Members of a list: email -> stored properties (``first_name``, ..., ``cf:<name>``)."""
-        with self.lock:
-            self.state.drain()
-            members = self.state.memberships.get(list_id)
-            if members is None:
-                raise KeyError(f"unknown list id {list_id}")
-            out = {}
-            for key in members:
-                props = public_props(self.state.contacts[key])
-                out[props.pop("email", None) or key] = props
-            return out
-
-    def add_list_members(self, list_id: str, emails: Iterable[str], **fields: Any) -> list[str]:
-        """Add many members to a list at once, without HTTP, import or activity (seeding).
-
-        Unknown addresses become contacts holding ``fields`` (import properties such as
-        ``first_name="Ann"`` or ``**{"cf:loyalty_tier": "gold"}``), known ones get ``fields``.
-        Every address is added, unsubscribed or not; deleted ones are revived. Returns the
-        contact ids, in the order of ``emails``. A million new addresses take a few seconds.
-        KeyError for an unknown list, ValueError for an invalid address or property.
-        """
-        with self.lock:
-            return self.state.add_list_members(list_id, emails, fields)
-
-    def list_member_emails(self, list_id: str) -> set[str]:
-        """The email addresses of a list's members, as stored (KeyError for an unknown list)."""
-        with self.lock:
-            self.state.drain()
-            members = self.state.memberships.get(list_id)
-            if members is None:
-                raise KeyError(f"unknown list id {list_id}")
-            state = self.state
-            # In index order: records are then read in the order they were made (cache friendly).
-            keys = list(map(state.contact_keys.__getitem__, state.member_order[list_id]))
-            try:
-                return set(map(itemgetter("email"), map(state.contacts.__getitem__, keys)))
-            except KeyError:  # a contact imported by sms_number only
-                return {state.contacts[key].get("email") or key for key in keys}
-
-    def contact_id(self, email: str) -> str:
-        """The contact id of a stored email address (KeyError when unknown)."""
-        with self.lock:
-            return self.state.contact_id(self.state.contact_record(email))
-
-    @property
-    def request_log(self) -> list[RequestLogEntry]:
-        """The newest 100,000 requests, oldest first (method, path, query, status, body_bytes, ...)."""
-        with self.lock:
-            return list(self.app.request_log)
-
-    def clear_request_log(self) -> None:
-        """Forget the requests logged so far."""
-        with self.lock:
-            self.app.request_log.clear()
-
-    def get_activity(self, activity_id: str) -> dict[str, Any]:
-        """An activity as ``GET /v3/activities/{id}`` returns it (brought up to date)."""
-        with self.lock:
-            return self.state.get_activity(activity_id).to_json()
-
-    # -- faults ------------------------------------------------------------------------------
-
-    def fail_next(
-        self, count: int = 1, status: int = 500, path_prefix: str | None = None, *, after: int = 0
-    ) -> None:
-        """The next ``count`` requests under ``path_prefix`` (default ``/v3``) answer ``status``
-        without being processed; ``after`` lets that many matching requests through first
-        (``after=2``: the third one fails)."""
-        with self.lock:
-            self.app.faults.add(count, status, path_prefix, after)
-
-    def drop_next(self, count: int = 1, path_prefix: str | None = None, *, after: int = 0) -> None:
-        """The next ``count`` requests under ``path_prefix`` (default ``/v3``) get no response
-        (and are not processed), once ``after`` matching requests have gone through."""
-        with self.lock:
-            self.app.faults.add(count, None, path_prefix, after)
-
-    def exhaust_daily_quota(self) -> None:
-        """Further API requests get 429 ``quota_exceeded`` until the next UTC day."""
-        with self.lock:
-            self.app.quota.exhaust()
-
-    def expire_access_tokens(self) -> None:
-        """Every access token issued so far is expired from now on (requests get 401)."""
-        with self.lock:
-            self.oauth.expire_access_tokens()
-
-    def revoke_refresh_token(self, token: str | None = None) -> None:
-        """Revoke a refresh token (default: the current seeded one): refreshes get invalid_grant."""
-        with self.lock:
-            self.oauth.revoke_refresh_token(token)
-
-    def fail_next_activity(
-        self,
-        errors: Iterable[str] | None = None,
-        *,
-        state: str = "failed",
-        kind: str = IMPORT,
-    ) -> None:
-        """The next activity of ``kind`` ends in ``state`` (``failed``, ``cancelled`` or
-        ``timed_out``) with these ``activity_errors`` and changes nothing.
-
-        ``kind`` is ``"contacts_json_import"`` (the default: the next import imports nothing)
-        or ``"remove_list_memberships"`` (the next removal removes nothing). ValueError for
-        any other state or kind."""
-        if state not in FAILED_ACTIVITY_STATES:
-            raise ValueError(f"state must be one of {', '.join(FAILED_ACTIVITY_STATES)}")
-        if kind not in ACTIVITY_KINDS:
-            raise ValueError(f"kind must be one of {', '.join(ACTIVITY_KINDS)}")
-        if errors is None:
-            errors = ("Import failed",) if kind == IMPORT else ("Removing list memberships failed",)
-        with self.lock:
-            if kind == IMPORT:
-                self.state.fail_next_activity = (state, list(errors))
-            else:
-                self.state.fail_next_removal = (state, list(errors))
-
-    def mark_unsubscribed(self, emails: Iterable[str]) -> None:
-        """These addresses are unsubscribed: imports update them but do not add them to lists."""
-        with self.lock:
-            self.state.mark_unsubscribed(list(emails))
-
-    def mark_deleted(self, emails: Iterable[str]) -> None:
-        """These contacts are deleted (created if unknown): out of every list, and listed by
-        ``GET /v3/contacts`` only with ``status=all`` or ``status=deleted``. An import revives them."""
-        with self.lock:
-            self.state.mark_deleted(list(emails))
-
-    def deny_next_consent(self) -> None:
-        """The next consent (authorize or device verification page) is denied: access_denied."""
-        with self.lock:
-            self.oauth.deny_next_consent()
-
-    def approve_device(self, user_code: str) -> None:
-        """Approve a pending device authorization."""
-        with self.lock:
-            self.oauth.approve_device(user_code)
-
-    def deny_device(self, user_code: str) -> None:
-        """Deny a pending device authorization."""
-        with self.lock:
-            self.oauth.deny_device(user_code)

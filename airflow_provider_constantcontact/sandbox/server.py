@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from airflow_provider_constantcontact.sandbox.api import Api, Request
+from airflow_provider_constantcontact.sandbox.api import Api
 from airflow_provider_constantcontact.sandbox.applier import Applier
 from airflow_provider_constantcontact.sandbox.constants import API_PREFIX, OAUTH_PREFIX
 from airflow_provider_constantcontact.sandbox.errors import (
@@ -32,6 +32,7 @@ from airflow_provider_constantcontact.sandbox.errors import (
 from airflow_provider_constantcontact.sandbox.faults import Faults
 from airflow_provider_constantcontact.sandbox.limits import DailyQuota, TokenBucket
 from airflow_provider_constantcontact.sandbox.oauth import OAuthServer
+from airflow_provider_constantcontact.sandbox.routing import Request
 from airflow_provider_constantcontact.sandbox.state import SandboxState
 
 TOKEN_PATH = f"{OAUTH_PREFIX}/token"

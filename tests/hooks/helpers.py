@@ -10,7 +10,7 @@ from typing import Any
 
 from airflow.sdk import Connection
 
-from airflow_provider_constantcontact.hooks._tokens import TokenStore
+from airflow_provider_constantcontact.hooks._token_store import TokenStore
 from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
 
 API = "https://api.example.test/v3"

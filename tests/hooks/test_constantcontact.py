@@ -25,7 +25,7 @@ from airflow_provider_constantcontact.exceptions import (
     ConstantContactValidationError,
 )
 from airflow_provider_constantcontact.hooks import _http, _tokens
-from airflow_provider_constantcontact.hooks._tokens import (
+from airflow_provider_constantcontact.hooks._token_store import (
     MemoryTokenStore,
     TokenRecord,
     lineage_origin,

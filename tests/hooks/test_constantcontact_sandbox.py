@@ -17,7 +17,7 @@ from airflow_provider_constantcontact.exceptions import (
     ConstantContactServerError,
 )
 from airflow_provider_constantcontact.hooks import _tokens
-from airflow_provider_constantcontact.hooks._tokens import MemoryTokenStore
+from airflow_provider_constantcontact.hooks._token_store import MemoryTokenStore
 from airflow_provider_constantcontact.hooks.constantcontact import (
     DEFAULT_MAX_REQUESTS_PER_SECOND,
     ConstantContactHook,

@@ -22,7 +22,7 @@ from airflow.sdk import Connection
 from airflow_provider_constantcontact._compat import in_task_sdk_context
 from airflow_provider_constantcontact.exceptions import ConstantContactReauthorizationRequired
 from airflow_provider_constantcontact.hooks import _tokens
-from airflow_provider_constantcontact.hooks._tokens import (
+from airflow_provider_constantcontact.hooks._token_store import (
     TokenRecord,
     VariableTokenStore,
     lineage_origin,
