@@ -25,9 +25,6 @@ from airflow_provider_constantcontact.hooks._http import (
     Pacing,
     parse_error_body,
 )
-
-# Re-exported while tests/operators/conftest.py (owned by another change) imports it from here.
-from airflow_provider_constantcontact.hooks._token_store import MemoryTokenStore as MemoryTokenStore
 from airflow_provider_constantcontact.hooks._token_store import (
     TokenRecord,
     TokenStore,

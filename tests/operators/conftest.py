@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from airflow.sdk import Connection
 
-from airflow_provider_constantcontact.hooks._tokens import MemoryTokenStore
+from airflow_provider_constantcontact.hooks._token_store import MemoryTokenStore
 from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
 from airflow_provider_constantcontact.operators.constantcontact import ConstantContactSegmentExportOperator
 from airflow_provider_constantcontact.sandbox.emulator import ConstantContactSandbox
