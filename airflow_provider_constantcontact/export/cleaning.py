@@ -66,9 +66,11 @@ class Text:
     bad_utf8: pa.Array | None = None
 
 
-def _utf8(values: pa.Array) -> Text:
+def _utf8(values: pa.Array, validate: bool) -> Text:
     """Bytes (string or binary, regular or large) as ``string``; values not valid UTF-8 become null."""
     raw = values.view(pa.large_binary()) if _is_large(values.type) else values.view(pa.binary())
+    if not validate and not _is_large(values.type):
+        return Text(raw.view(pa.string()))
     try:
         return Text(raw.cast(pa.string()))
     except pa.ArrowInvalid:
@@ -118,23 +120,24 @@ def _float_text(values: pa.Array) -> pa.Array:
     return pc.if_else(whole, pc.cast(as_int, pa.string()), pc.cast(values, pa.string()))
 
 
-def as_text(values: pa.Array) -> Text:
+def as_text(values: pa.Array, validate: bool = True) -> Text:
     """Any supported column as ``string``; nulls stay null.
 
     Strings and binaries are checked for valid UTF-8 (bad values become null and are flagged);
     dictionaries are decoded; floats lose NaN/infinities and a whole number's ``.0``; timestamps
     are ISO 8601 (UTC ``Z`` when zoned); dates ``YYYY-MM-DD``; booleans ``true``/``false``;
-    integers, decimals and times in Arrow's text form.
+    integers, decimals and times in Arrow's text form. ``validate=False`` skips the UTF-8
+    check, for rows pass one already checked (pass two encodes only those).
     """
     data_type = values.type
     if pa.types.is_dictionary(data_type):
-        return as_text(values.dictionary_decode())
+        return as_text(values.dictionary_decode(), validate)
     if data_type in (pa.string_view(), pa.binary_view()):
-        return as_text(values.cast(pa.large_binary()))
+        return as_text(values.cast(pa.large_binary()), validate)
     if pa.types.is_string(data_type) or pa.types.is_large_string(data_type):
-        return _utf8(values)
+        return _utf8(values, validate)
     if pa.types.is_binary(data_type) or pa.types.is_large_binary(data_type):
-        return _utf8(values)
+        return _utf8(values, validate)
     if pa.types.is_null(data_type):
         return Text(pa.nulls(len(values), pa.string()))
     if pa.types.is_floating(data_type):
@@ -164,14 +167,14 @@ def _char_length(values: pa.Array, ascii_only: bool) -> pa.Array:
     return pc.binary_length(values) if ascii_only else pc.utf8_length(values)
 
 
-def normalize_emails(values: pa.Array) -> pa.Array:
+def normalize_emails(values: pa.Array, validate: bool = True) -> pa.Array:
     """Trim and lower-case ASCII letters of emails; empty ones become null.
 
     Only ASCII is folded: a non-ASCII letter whose lower case is ASCII (the Kelvin sign
     U+212A becomes ``k``) would otherwise turn an invalid address into someone else's. Such
     an address keeps its non-ASCII character and fails validation.
     """
-    text = as_text(values)
+    text = as_text(values, validate)
     values = text.values
     if text.bad_utf8 is not None:  # not valid UTF-8: kept as a character that fails validation
         values = pc.if_else(text.bad_utf8, pa.scalar("\ufffd", values.type), values)
@@ -203,14 +206,15 @@ class CleanField:
     bad_utf8: pa.Array | None = None
 
 
-def clean_field(values: pa.Array, spec: FieldSpec) -> CleanField:
+def clean_field(values: pa.Array, spec: FieldSpec, validate: bool = True) -> CleanField:
     """Trim, blank-to-null, then truncate (``text``), flag (``strict``/``int``) over-limit values.
 
     For ``int`` fields the values come back as decimal strings of in-range integers.
+    ``validate=False`` skips the UTF-8 check (see :func:`as_text`).
     """
     if spec.kind == "int":
-        return _clean_int(values, spec)
-    text = as_text(values)
+        return _clean_int(values, spec, validate)
+    text = as_text(values, validate)
     values = text.values
     ascii_only = _all_ascii(values)
     values = _null_if_empty(_trim(values, ascii_only))
@@ -225,7 +229,7 @@ def clean_field(values: pa.Array, spec: FieldSpec) -> CleanField:
     return CleanField(values, None, count, text.bad_utf8)
 
 
-def _clean_int(values: pa.Array, spec: FieldSpec) -> CleanField:
+def _clean_int(values: pa.Array, spec: FieldSpec, validate: bool) -> CleanField:
     low, high = spec.int_range or (None, None)
     bad_utf8 = None
     if pa.types.is_integer(values.type):
@@ -233,7 +237,7 @@ def _clean_int(values: pa.Array, spec: FieldSpec) -> CleanField:
         present = pc.is_valid(numbers)
         text = pc.cast(numbers, pa.string())
     else:
-        converted = as_text(values)
+        converted = as_text(values, validate)
         bad_utf8 = converted.bad_utf8
         text = _null_if_empty(pc.utf8_trim_whitespace(converted.values))
         present = pc.is_valid(text)

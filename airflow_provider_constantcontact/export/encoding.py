@@ -40,11 +40,12 @@ def contact_json(batch: pa.RecordBatch, plan: ContactPlan, truncated: dict[str, 
     ``{"email":"...","first_name":"...","cf:tier":"..."}`` with absent values omitted;
     ``truncated`` is increased by the number of values each ``text`` field had to shorten.
     The values are cleaned here again rather than kept from pass one: keeping every row's
-    cleaned values between the passes would hold the whole segment in memory.
+    cleaned values between the passes would hold the whole segment in memory. Their UTF-8 is
+    not checked again: pass one rejected every row holding a value that is not valid UTF-8.
     """
-    parts = [wrap(normalize_emails(batch.column(plan.email_column)), '{"email":"', '"')]
+    parts = [wrap(normalize_emails(batch.column(plan.email_column), validate=False), '{"email":"', '"')]
     for spec in plan.specs[1:]:
-        cleaned = clean_field(batch.column(plan.field_mapping[spec.name]), spec)
+        cleaned = clean_field(batch.column(plan.field_mapping[spec.name]), spec, validate=False)
         if cleaned.truncated:
             truncated[spec.name] = truncated.get(spec.name, 0) + cleaned.truncated
         key = "," + json.dumps(spec.name, ensure_ascii=False) + ":"
