@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from airflow_provider_constantcontact.constants import MAX_IMPORT_BODY_BYTES, MAX_IMPORT_CONTACTS
+from airflow_provider_constantcontact.exceptions import ConstantContactExportError
 from airflow_provider_constantcontact.export.arrow_bytes import END, value_bytes
 
 
@@ -88,7 +89,7 @@ class BodyBatcher:
         body = b"".join((self.prefix, *self._pending, self.suffix))
         expected = len(self.prefix) + self._bytes - 1 + len(self.suffix)
         if len(body) != expected:  # the byte accounting is what keeps bodies under 4 MB: verify it
-            raise RuntimeError(
+            raise ConstantContactExportError(
                 f"import body is {len(body)} bytes, expected {expected} (a bug: please report)"
             )
         result = ImportBody(body, self._count)
