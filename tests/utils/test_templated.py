@@ -14,7 +14,10 @@ import jinja2
 import jinja2.nativetypes
 import pytest
 
-from airflow_provider_constantcontact.operators.constantcontact import ConstantContactSegmentExportOperator
+from airflow_provider_constantcontact.operators.constantcontact import (
+    ConstantContactSegmentExportOperator,
+    normalize_list_ids,
+)
 from airflow_provider_constantcontact.sensors.constantcontact import ConstantContactImportSensor
 from airflow_provider_constantcontact.utils.activities import normalize_activity_ids
 from airflow_provider_constantcontact.utils.templated import (
@@ -107,7 +110,7 @@ def test_export_operator_parameters_rendered_either_way(native: bool) -> None:
     )
     settings = operator._settings()
     assert settings.segments == NASTY
-    assert settings.list_ids == ["id-1", "id-2"]
+    assert normalize_list_ids(operator.list_ids) == ["id-1", "id-2"]
     assert settings.plan.field_mapping == {"email": "Email", "first_name": "First, name"}
     assert settings.max_contacts == 5
     assert settings.dry_run is False
