@@ -71,7 +71,9 @@ class SegmentExport:
     def scan(self) -> SegmentScan:
         """Pass one, and the checks its counts allow before anything is sent."""
         settings = self.settings
-        scan = scan_segment(self.reader, settings.plan, self.log)
+        scan = scan_segment(
+            self.reader, settings.plan, self.log, keep_email_hashes=settings.sync_mode == "mirror"
+        )
         if settings.max_contacts is not None and scan.contacts > settings.max_contacts:
             raise ValueError(
                 f"The segment has {scan.contacts:,} valid, distinct contacts, more than "

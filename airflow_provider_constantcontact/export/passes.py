@@ -49,11 +49,14 @@ class SegmentScan:
     rejected: dict[str, int]
     #: Valid, distinct contacts: what pass two sends.
     contacts: int
-    #: Hashes (int64) of every normalised email of the segment, valid or not.
-    email_hashes: pa.Array
+    #: With ``keep_email_hashes`` (mirror mode): the hash (int64) of every normalised email of
+    #: the segment's rows, valid or not; else None.
+    email_hashes: pa.Array | None
 
 
-def scan_segment(reader: SegmentReader, plan: ContactPlan, log: logging.Logger | Any) -> SegmentScan:
+def scan_segment(
+    reader: SegmentReader, plan: ContactPlan, log: logging.Logger | Any, *, keep_email_hashes: bool = False
+) -> SegmentScan:
     """Pass one: reason code of every row, duplicates, counts; nothing is sent."""
     started = time.monotonic()
     dedup = EmailDeduplicator()
@@ -69,7 +72,8 @@ def scan_segment(reader: SegmentReader, plan: ContactPlan, log: logging.Logger |
         valid = pc.equal(batch_codes, OK).filter(present)  # every valid row has an email
         rows_present = reader.row_numbers(rows, batch.num_rows).filter(present)
         dedup.add(batch_hashes.filter(valid), rows_present.filter(valid))
-        hashes.append(batch_hashes)
+        if keep_email_hashes:
+            hashes.append(batch_hashes)
         cleaning.merge_counts(counts, cleaning.count_codes(batch_codes, plan.reasons).items())
         _sample(samples, plan, batch_codes, emails)
         codes.append(batch_codes)
@@ -85,7 +89,9 @@ def scan_segment(reader: SegmentReader, plan: ContactPlan, log: logging.Logger |
         duplicates=duplicates,
         rejected=counts,
         contacts=valid - duplicates,
-        email_hashes=pa.concat_arrays(hashes) if hashes else pa.array([], pa.int64()),
+        email_hashes=(pa.concat_arrays(hashes) if hashes else pa.array([], pa.int64()))
+        if keep_email_hashes
+        else None,
     )
     log.info(
         "Read %d rows from %d file(s) in %.2fs: %d contacts, %d duplicates, rejected %s",
