@@ -147,6 +147,8 @@ with DAG(
         """Log each list event (source run and counts); return them for the XCom."""
         updates: dict[str, list[dict]] = {}
         for asset, events in triggering_asset_events.items():
+            if not isinstance(asset, Asset):  # the same events again, under the export's AssetAlias
+                continue
             for event in events:
                 log.info(
                     "%s changed by %s.%s (run %s): %s",
