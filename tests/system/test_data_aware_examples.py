@@ -23,6 +23,7 @@ from tests.system.dag_runs import (
     load_demo,
     task_states,
 )
+from tests.system.test_lineage_dags import asset_events
 
 MANY = "constantcontact_many_segments"
 SEGMENTS = ("gold", "silver", "bronze")
@@ -151,6 +152,11 @@ def test_many_segments_exports_each_segment_to_its_lists(airflow_db, constantcon
     summary = load_demo().read_xcom(MANY, "wait_for_imports", run_id=run_id)
     assert len(summary["activities"]) == 3
     assert summary["totals"]["items_total_count"] == sum(len(emails) for emails in expected.values())
+    # Each mapped export emitted its list's event, through the alias it added to its own outlets.
+    events = asset_events(MANY, run_id)
+    assert sorted((event["uri"], event["extra"]["contacts_submitted"]) for event in events) == sorted(
+        (contact_list_asset(list_ids[segment]).uri, len(expected[segment])) for segment in SEGMENTS
+    )
     imports = [
         e for e in sandbox.request_log if e.method == "POST" and e.path.endswith("contacts_json_import")
     ]
