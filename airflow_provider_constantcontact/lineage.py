@@ -20,6 +20,7 @@ The export operator calls four things here:
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
 import urllib.parse
@@ -37,6 +38,8 @@ from airflow_provider_constantcontact.assets import (
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator, Context
+
+log = logging.getLogger(__name__)
 
 #: The outlet every export task declares, and emits its list events through. Schedule a DAG on
 #: it (``schedule=[CONTACT_LISTS_ALIAS]``) to run after any export changed any list.
@@ -152,9 +155,10 @@ def changed_lists(summary: Mapping[str, Any] | None) -> dict[str, dict[str, int]
     mirror = "removed" in summary
     removed: dict[str, int] = {}
     for list_id, count in (summary.get("removed") or {}).items():
-        key = normalize_list_id(str(list_id))
-        removed[key] = removed.get(key, 0) + int(count or 0)
-    list_ids = [normalize_list_id(str(list_id)) for list_id in summary.get("list_ids") or []]
+        key = _asset_list_id(list_id)
+        if key is not None:
+            removed[key] = removed.get(key, 0) + int(count or 0)
+    list_ids = [key for key in map(_asset_list_id, summary.get("list_ids") or []) if key is not None]
     changed: dict[str, dict[str, int]] = {}
     for list_id in dict.fromkeys([*list_ids, *removed]):
         counts = {"contacts_submitted": submitted if list_id in list_ids else 0}
@@ -163,6 +167,15 @@ def changed_lists(summary: Mapping[str, Any] | None) -> dict[str, dict[str, int]
         if any(counts.values()):
             changed[list_id] = counts
     return changed
+
+
+def _asset_list_id(list_id: Any) -> str | None:
+    """The normalised id, or None (logged) for one that names no Asset: not a UUID."""
+    try:
+        return normalize_list_id(str(list_id))
+    except ValueError:
+        log.warning("Contact list id %r is not a UUID: no Asset event or lineage for it", list_id)
+        return None
 
 
 def emit_list_events(context: Context, summary: Mapping[str, Any] | None) -> list[Asset]:
@@ -175,9 +188,11 @@ def emit_list_events(context: Context, summary: Mapping[str, Any] | None) -> lis
     task = context.get("task")
     if task is not None:
         object.__setattr__(task, _SUMMARY_ATTRIBUTE, dict(summary or {}))
-    changed = changed_lists(summary)
     accessors = context.get("outlet_events")
-    if not changed or accessors is None:  # nothing changed, or not run by Airflow (a bare context)
+    if accessors is None:  # not run by Airflow (a bare context): nothing to emit into
+        return []
+    changed = changed_lists(summary)
+    if not changed:
         return []
     events = accessors[CONTACT_LISTS_ALIAS]
     emitted = []
@@ -223,7 +238,7 @@ def _list_ids(value: Any) -> list[str]:
         return []
     items = value.strip().strip("[]").split(",") if isinstance(value, str) else list(value)
     ids = (str(item).strip().strip("'\"").strip() for item in items)
-    return list(dict.fromkeys(normalize_list_id(list_id) for list_id in ids if list_id))
+    return list(dict.fromkeys(key for key in map(_asset_list_id, ids) if key is not None))
 
 
 def _column_lineage(

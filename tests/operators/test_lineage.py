@@ -97,6 +97,8 @@ def test_changed_lists_counts_imports_and_mirror_removals():
     assert lineage.changed_lists({**summary, "dry_run": True}) == {}
     assert lineage.changed_lists({**summary, "contacts_submitted": 0}) == {}
     assert lineage.changed_lists(None) == {}
+    # An id that is not a UUID names no Asset: skipped, not a failed export.
+    assert lineage.changed_lists({**summary, "list_ids": ["not-a-uuid", A]}) == {A: {"contacts_submitted": 5}}
 
 
 def test_emit_list_events_through_the_alias_with_counts_only():
