@@ -149,7 +149,9 @@ def test_deferred_export_emits_again_from_execute_complete(
 
     resumed = OutletEventAccessors()
     operator.execute_complete(
-        {"ti": FakeTI(), "outlet_events": resumed}, asyncio.run(first_event()), **deferred.value.kwargs
+        {"ti": FakeTI(), "outlet_events": resumed},
+        asyncio.run(first_event()),
+        **(deferred.value.kwargs or {}),
     )
     assert alias_events(resumed) == [(contact_list_asset(newsletter).uri, {"contacts_submitted": 2})]
 
