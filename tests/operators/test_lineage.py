@@ -297,3 +297,30 @@ def test_without_openlineage_the_export_works_and_imports_nothing_of_it():
     # Only get_openlineage_facets_on_complete, which Airflow calls only when the provider is
     # installed, asks for it, and fails cleanly.
     assert outcome["facets_error"] in ("ModuleNotFoundError", "ImportError")
+
+
+def test_mirror_run_emits_removals_too_and_a_removal_only_list_gets_its_event(
+    make_export, constantcontact_sandbox, tmp_path
+):
+    """Mirror mode: the event of each list counts the members removed from it."""
+    keep = constantcontact_sandbox.create_list("Keep")
+    shrink = constantcontact_sandbox.create_list("Shrink")
+    constantcontact_sandbox.add_list_members(keep, ["ann@example.com", "bob@example.com"])
+    constantcontact_sandbox.add_list_members(shrink, ["ann@example.com", "bob@example.com", "cy@example.com"])
+    source = write_parquet(tmp_path / "s.parquet", {"Email": ["ann@example.com", "bob@example.com"]})
+    operator = make_export(
+        source=str(source),
+        list_ids=[keep, shrink],
+        field_mapping={"email": "Email"},
+        sync_mode="mirror",
+        max_removal_ratio=0.5,
+    )
+    accessors = OutletEventAccessors()
+    summary = operator.execute({"ti": FakeTI(), "outlet_events": accessors, "task": operator})
+    assert summary["removed"] == {keep: 0, shrink: 1}
+    assert sorted(alias_events(accessors)) == sorted(
+        [
+            (contact_list_asset(keep).uri, {"contacts_submitted": 2, "contacts_removed": 0}),
+            (contact_list_asset(shrink).uri, {"contacts_submitted": 2, "contacts_removed": 1}),
+        ]
+    )
