@@ -46,6 +46,14 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {"integration-name": INTEGRATION, "python-modules": [f"{PACKAGE}.triggers.constantcontact"]}
         ],
+        "asset-uris": [
+            {
+                "schemes": ["constantcontact"],
+                "handler": f"{PACKAGE}.assets.sanitize_uri",
+                "factory": f"{PACKAGE}.assets.create_asset",
+                "to_openlineage_converter": f"{PACKAGE}.assets.convert_asset_to_openlineage",
+            }
+        ],
         "connection-types": [
             {
                 "hook-class-name": f"{PACKAGE}.hooks.constantcontact.ConstantContactHook",

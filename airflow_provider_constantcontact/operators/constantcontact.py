@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.configuration import conf
 from airflow.sdk import BaseOperator
 
+from airflow_provider_constantcontact import lineage
 from airflow_provider_constantcontact.constants import MAX_LISTS_PER_REQUEST
 from airflow_provider_constantcontact.exceptions import (
     ConstantContactImportError,
@@ -152,7 +153,8 @@ class ConstantContactSegmentExportOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.source = source
+        self.source = lineage.plain_source(source)
+        lineage.declare_lineage(self, self.source)
         self.list_ids = list_ids
         self.list_names = list_names
         self.create_missing_lists = create_missing_lists
@@ -234,6 +236,7 @@ class ConstantContactSegmentExportOperator(BaseOperator):
         export = SegmentExport(source, settings, self.log)
         targets = self._preflight(settings, list_ids, list_names)
         summary = export.run(self.hook, targets)
+        lineage.emit_list_events(context, summary)
         self.log.info("Export summary: %s", {k: v for k, v in summary.items() if k != "activity_ids"})
         activity_ids = summary["activity_ids"]
         context["ti"].xcom_push(key="activity_ids", value=activity_ids)
@@ -274,6 +277,7 @@ class ConstantContactSegmentExportOperator(BaseOperator):
                 "The import wait ended without the export's summary (a trigger from an older version of "
                 "this provider?); the imports completed, but their counts cannot be checked."
             )
+        lineage.emit_list_events(context, summary)
         context["ti"].xcom_push(key="activity_ids", value=summary["activity_ids"])
         return self._finish(summary, event["summary"])
 
@@ -306,6 +310,10 @@ class ConstantContactSegmentExportOperator(BaseOperator):
                 "were dropped by the service (a body cut short?). Re-running the export is safe."
             )
         return summary
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the Parquet source in, each changed list out (see lineage.py)."""
+        return lineage.openlineage_facets(self, task_instance)
 
     # ------------------------------------------------------------------------------- preflight
     def _preflight(self, settings: ExportSettings, list_ids: list[str], list_names: list[str]) -> ListTargets:

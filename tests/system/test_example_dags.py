@@ -49,7 +49,15 @@ def test_example_dags_parse_without_errors():
     bag = DagBag(dag_folder=str(EXAMPLE_DAGS))
 
     assert bag.import_errors == {}
-    assert set(bag.dag_ids) == {SCHEDULED, MANUAL}
+    assert set(bag.dag_ids) == {
+        SCHEDULED,
+        MANUAL,
+        # Data-aware examples: tests/system/test_data_aware_examples.py
+        "constantcontact_segment_refresh",
+        "constantcontact_segment_refresh_export",
+        "constantcontact_list_updated",
+        "constantcontact_many_segments",
+    }
 
     scheduled = bag.dags[SCHEDULED]
     assert scheduled.schedule == "@daily"
