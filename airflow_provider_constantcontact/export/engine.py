@@ -33,6 +33,7 @@ from airflow_provider_constantcontact.export.sender import send_bodies
 from airflow_provider_constantcontact.export.settings import NEW_LIST_PLACEHOLDER, ExportSettings, ListTargets
 from airflow_provider_constantcontact.export.source import SegmentSource
 from airflow_provider_constantcontact.export.summary import ExportSummary
+from airflow_provider_constantcontact.utils.redaction import redact_emails
 
 if TYPE_CHECKING:
     from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
@@ -86,7 +87,8 @@ class SegmentExport:
                 settings.segment_column,
                 settings.segments,
                 settings.segment_column,
-                self.reader.segment_values(settings.segment_column or ""),
+                # Segment labels, not personal data; were the column to hold emails, none is shown.
+                redact_emails(str(self.reader.segment_values(settings.segment_column or ""))),
             )
         return scan
 

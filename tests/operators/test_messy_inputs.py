@@ -624,3 +624,23 @@ def test_dedup_follows_path_order_whatever_the_order_of_the_sources(
         "First": ["FromB"],
         "reason": ["duplicate"],
     }
+
+
+def test_segment_values_in_the_warning_never_show_an_email(
+    make_export, tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture
+) -> None:
+    # A segment column that holds emails (a wrong column chosen): the warning shows no address.
+    emails = ["first.person@example.com", "second.person@example.org"]
+    source = write_parquet(tmp_path / "segment.parquet", {"Email": emails, "Seg": emails})
+    with caplog.at_level("INFO"):
+        summary, _ = run(
+            make_export(
+                source=str(source), field_mapping={"email": "Email"}, segment_column="Seg", segments=["x"]
+            )
+        )
+    text = caplog.text + "".join(capsys.readouterr())
+    assert summary["rows_read"] == 0
+    assert "No row of 'Seg' matches" in text
+    assert "<email>" in text
+    for email in emails:
+        assert email not in text
