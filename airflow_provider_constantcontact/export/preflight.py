@@ -9,6 +9,7 @@ unknown list by one more request, on that error path only.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_constantcontact.exceptions import (
@@ -72,15 +73,20 @@ def _unknown_list_ids(hook: ConstantContactHook, list_ids: list[str]) -> list[st
                 unknown.append(list_id)
         return unknown
     missing = set(list_ids)
+    for contact_list in _account_lists(hook):
+        missing.discard(contact_list.get("list_id"))
+        if not missing:  # every id found: no need for the remaining pages
+            break
+    return [list_id for list_id in list_ids if list_id in missing]
+
+
+def _account_lists(hook: ConstantContactHook) -> Iterator[dict]:
+    """Every contact list of the account; a 404 is told apart from a wrong API URL first."""
     try:
-        for contact_list in hook.iter_contact_lists():
-            missing.discard(contact_list.get("list_id"))
-            if not missing:  # every id found: no need for the remaining pages
-                break
+        yield from hook.iter_contact_lists()
     except ConstantContactNotFoundError:
         _check_api_url(hook)
         raise
-    return [list_id for list_id in list_ids if list_id in missing]
 
 
 def _check_api_url(hook: ConstantContactHook) -> None:
@@ -109,13 +115,9 @@ def _resolve_names(
     """Ids for ``list_names`` (and a check of ``list_ids``) in one pass over the account's lists."""
     by_name: dict[str, list[str]] = {}
     known_ids = set()
-    try:
-        for contact_list in hook.iter_contact_lists():
-            known_ids.add(contact_list.get("list_id"))
-            by_name.setdefault(str(contact_list.get("name")), []).append(contact_list.get("list_id"))
-    except ConstantContactNotFoundError:
-        _check_api_url(hook)
-        raise
+    for contact_list in _account_lists(hook):
+        known_ids.add(contact_list.get("list_id"))
+        by_name.setdefault(str(contact_list.get("name")), []).append(contact_list.get("list_id"))
     unknown_ids = [list_id for list_id in list_ids if list_id not in known_ids]
     if unknown_ids:
         raise ConstantContactNotFoundError(
