@@ -154,6 +154,8 @@ def summarize_activities(activities: Mapping[str, dict]) -> dict:
             "state": state,
             "percent_done": percent,
             "status": counters,
+            # A remove_list_memberships activity: its status counts lists, never persons or errors.
+            "removal": "list_count" in status,
             # Activity errors are Constant Contact's text: keep them, minus any email address.
             "activity_errors": [redact_emails(error) for error in activity.get("activity_errors") or []],
         }
@@ -195,9 +197,9 @@ def check_activities(summary: Mapping[str, Any], *, max_error_ratio: float | Non
     """Raise ConstantContactImportError if an activity ended badly or too many items were rejected.
 
     An activity in ``failed``, ``cancelled`` or ``timed_out`` fails the check at once, with its
-    ``activity_errors``. ``max_error_ratio`` (``error_count / items_total_count`` over all
-    activities) is checked once every activity has finished, so an import that rejected most
-    contacts does not pass silently.
+    ``activity_errors``. ``max_error_ratio`` (``error_count / items_total_count`` over the import
+    activities; removals reject nothing) is checked once every activity has finished, so an
+    import that rejected most contacts does not pass silently.
     """
     failures = []
     for activity_id, entry in summary["activities"].items():
@@ -207,15 +209,18 @@ def check_activities(summary: Mapping[str, Any], *, max_error_ratio: float | Non
     if failures:
         raise ConstantContactImportError("Constant Contact import failed: " + " | ".join(failures))
     if max_error_ratio is not None and summary["done"]:
-        totals = summary["totals"]
-        total = totals["items_total_count"]
+        # Over import activities only: removal items are never rejected and would dilute the ratio.
+        imports = [entry["status"] for entry in summary["activities"].values() if not entry.get("removal")]
+        total = sum(status["items_total_count"] for status in imports)
+        errors = sum(status["error_count"] for status in imports)
         if total:
-            ratio = totals["error_count"] / total
+            ratio = errors / total
             if ratio > max_error_ratio:
                 raise ConstantContactImportError(
-                    f"Constant Contact rejected {totals['error_count']} of {total} items "
+                    f"Constant Contact rejected {errors} of {total} items "
                     f"({ratio:.1%}), more than max_error_ratio {max_error_ratio:.1%} "
-                    f"({totals['correctable_count']} correctable, e.g. invalid email format)"
+                    f"({sum(status['correctable_count'] for status in imports)} correctable, "
+                    "e.g. invalid email format)"
                 )
 
 

@@ -399,6 +399,20 @@ def test_max_error_ratio_is_checked_once_done():
     check_activities(running, max_error_ratio=0.1)
 
 
+def test_max_error_ratio_counts_import_items_only():
+    # 20 of 100 imported items rejected; a mirror run's removal of 100 members rejects nothing
+    # and must not halve the ratio.
+    imported = activity("i", items_total_count=100, error_count=20)
+    removal = {**activity("r", items_total_count=100), "status": {"items_total_count": 100, "list_count": 1}}
+    summary = summarize_activities({"i": imported, "r": removal})
+    assert summary["activities"]["r"]["removal"] is True
+    assert summary["activities"]["i"]["removal"] is False
+    assert summary["totals"]["items_total_count"] == 200
+    check_activities(summary, max_error_ratio=0.2)
+    with pytest.raises(ConstantContactImportError, match=r"rejected 20 of 100 items \(20.0%\)"):
+        check_activities(summary, max_error_ratio=0.15)
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
