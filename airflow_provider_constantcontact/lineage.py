@@ -35,6 +35,13 @@ from airflow_provider_constantcontact.assets import (
     contact_list_asset,
     normalize_list_id,
 )
+from airflow_provider_constantcontact.utils.templated import (
+    is_unset,
+    optional_text,
+    parse_bool,
+    parse_list,
+    parse_mapping,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator, Context
@@ -65,7 +72,12 @@ def _is_object_storage_path(value: Any) -> bool:
 def _entries(source: Any) -> list[Any]:
     if source is None:
         return []
-    if isinstance(source, str) or _is_object_storage_path(source) or isinstance(source, os.PathLike):
+    if isinstance(source, str):
+        try:  # a rendered list of sources reads as that list (the export reads it the same way)
+            return parse_list(source, "source")
+        except ValueError:
+            return [source]
+    if _is_object_storage_path(source) or isinstance(source, os.PathLike):
         return [source]
     if isinstance(source, Iterable):
         return list(source)
@@ -233,11 +245,8 @@ def source_dataset_ids(source: Any) -> list[tuple[str, str]]:
 
 
 def _list_ids(value: Any) -> list[str]:
-    """The operator's ``list_ids`` (a list, one id, ``"a, b"`` or a rendered ``"['a', 'b']"``)."""
-    if value is None:
-        return []
-    items = value.strip().strip("[]").split(",") if isinstance(value, str) else list(value)
-    ids = (str(item).strip().strip("'\"").strip() for item in items)
+    """The operator's rendered ``list_ids``, read as the export reads them, as Asset list ids."""
+    ids = (str(item).strip() for item in parse_list(value, "list_ids", split_commas=True))
     return list(dict.fromkeys(key for key in map(_asset_list_id, ids) if key is not None))
 
 
@@ -305,14 +314,16 @@ def openlineage_facets(operator: BaseOperator, task_instance: Any = None) -> Any
     summary = getattr(operator, _SUMMARY_ATTRIBUTE, None)
     if summary:
         changed = changed_lists(summary)
-    elif getattr(operator, "dry_run", False):
+    elif parse_bool(getattr(operator, "dry_run", False), "dry_run"):
         changed = {}
     else:
         changed = {list_id: {} for list_id in _list_ids(getattr(operator, "list_ids", None))}
-    field_mapping = dict(getattr(operator, "field_mapping", None) or {})
+    mapping = parse_mapping(getattr(operator, "field_mapping", None) or {}, "field_mapping")
+    field_mapping = {name: column for name, column in mapping.items() if not is_unset(column)}
     segment_column = getattr(operator, "segment_column", None)
-    if not isinstance(segment_column, str) or segment_column.strip() in ("", "None"):
-        segment_column = None
+    segment_column = (
+        optional_text(segment_column, "segment_column") if isinstance(segment_column, str) else None
+    )
     outputs = []
     for list_id, counts in changed.items():
         facets: dict[str, Any] = {}
