@@ -35,6 +35,7 @@ from airflow_provider_constantcontact.assets import (
     contact_list_asset,
     normalize_list_id,
 )
+from airflow_provider_constantcontact.export.source import LOCAL_PROTOCOLS, glob_base, is_glob
 from airflow_provider_constantcontact.utils.templated import (
     is_unset,
     optional_text,
@@ -55,9 +56,6 @@ CONTACT_LISTS_ALIAS = AssetAlias(name="constantcontact_contact_lists")
 #: Where :func:`emit_list_events` leaves the run's summary for :func:`openlineage_facets` (the
 #: OpenLineage listener runs in the task's process, on the same operator object, after success).
 _SUMMARY_ATTRIBUTE = "_constantcontact_lineage_summary"
-
-LOCAL_SCHEMES = frozenset({"", "file"})
-GLOB_CHARS = frozenset("*?[")
 
 
 # -------------------------------------------------------------------------- source and inlets
@@ -108,13 +106,13 @@ def _is_template(text: str) -> bool:
 def _split(entry: Any) -> tuple[str, str, str] | None:
     """(scheme, host, path) of one source entry; None for a template, a relative path or a glob."""
     text = str(entry).strip()
-    if not text or _is_template(text) or any(char in GLOB_CHARS for char in text):
+    if not text or _is_template(text) or is_glob(text):
         return None
     parsed = urllib.parse.urlsplit(text)
     scheme = parsed.scheme.lower()
     if len(scheme) == 1:  # a Windows drive letter, not a URI
         return None
-    if scheme in LOCAL_SCHEMES:
+    if scheme in LOCAL_PROTOCOLS:
         path = parsed.path if scheme else text
         if not posixpath.isabs(path):
             return None
@@ -228,12 +226,11 @@ def source_dataset_ids(source: Any) -> list[tuple[str, str]]:
         text = str(entry).strip()
         if not text or _is_template(text):
             continue
-        if any(char in GLOB_CHARS for char in text):
-            first_wildcard = min(text.index(char) for char in GLOB_CHARS if char in text)
-            text = text[:first_wildcard].rpartition("/")[0] or "/"
+        if is_glob(text):
+            text = glob_base(text) or "/"
         parsed = urllib.parse.urlsplit(text)
         scheme = parsed.scheme.lower()
-        if scheme in LOCAL_SCHEMES or len(scheme) == 1:
+        if scheme in LOCAL_PROTOCOLS or len(scheme) == 1:
             path = parsed.path if scheme == "file" else text
             dataset = ("file", posixpath.normpath(os.path.abspath(path)))
         else:

@@ -15,6 +15,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from airflow_provider_constantcontact.export.source import storage_path
+
 REASON_COLUMN = "reason"
 #: The file name used when ``rejects_path`` names a folder (ends with ``/``).
 DEFAULT_FILE_NAME = "rejects.parquet"
@@ -27,10 +29,7 @@ def file_path(path: str) -> str:
 
 def output_path(path: str, conn_id: str | None = None) -> Any:
     """The ``ObjectStoragePath`` a rejects (or removals) file is written to."""
-    from airflow.sdk import ObjectStoragePath
-
-    path = file_path(path)
-    return ObjectStoragePath(path, conn_id=conn_id) if conn_id else ObjectStoragePath(path)
+    return storage_path(file_path(path), conn_id)
 
 
 class ParquetOutput:

@@ -190,6 +190,23 @@ def _is_data_file(relative_path: str) -> bool:
     return not any(part.startswith(IGNORED_PREFIXES) for part in relative_path.split("/"))
 
 
+def storage_path(path: str, conn_id: str | None = None) -> Any:
+    """``path`` (a local path or a URI) as an ``ObjectStoragePath``, with ``conn_id``'s credentials."""
+    from airflow.sdk import ObjectStoragePath
+
+    return ObjectStoragePath(path, conn_id=conn_id) if conn_id else ObjectStoragePath(path)
+
+
+def is_glob(path: str) -> bool:
+    """Whether ``path`` holds a wildcard (``*``, ``?``, ``[``)."""
+    return any(char in GLOB_CHARS for char in path)
+
+
+def glob_base(pattern: str) -> str:
+    """The folder a glob pattern starts in: everything before the segment of its first wildcard."""
+    return pattern[: min(pattern.index(char) for char in GLOB_CHARS if char in pattern)].rpartition("/")[0]
+
+
 def resolve_segment_source(source: str | Sequence[str], *, conn_id: str | None = None) -> SegmentSource:
     """Find the Parquet files of ``source`` and read their schemas (footers only).
 
@@ -198,8 +215,6 @@ def resolve_segment_source(source: str | Sequence[str], *, conn_id: str | None =
     (``file://``, ``s3://``, ...; ``conn_id`` supplies credentials). A list combines several.
     All entries must be on the same filesystem.
     """
-    from airflow.sdk import ObjectStoragePath
-
     found_files: dict[str, dict[str, str]] = {}
     entries: list[SourceEntry] = []
     fsspec_fs: Any = None
@@ -208,7 +223,7 @@ def resolve_segment_source(source: str | Sequence[str], *, conn_id: str | None =
         entry = entry.strip()
         if not entry:
             raise SegmentSourceError("The segment source is empty")
-        path = ObjectStoragePath(entry, conn_id=conn_id) if conn_id else ObjectStoragePath(entry)
+        path = storage_path(entry, conn_id)
         fs, root = path.fs, path.path
         if fsspec_fs is None:
             fsspec_fs, protocol = fs, path.protocol or ""
@@ -216,8 +231,8 @@ def resolve_segment_source(source: str | Sequence[str], *, conn_id: str | None =
             raise SegmentSourceError(
                 f"All segment sources must use one filesystem, got {protocol!r} and {entry!r}"
             )
-        if any(char in GLOB_CHARS for char in root):
-            static = root[: min(root.index(char) for char in GLOB_CHARS if char in root)].rpartition("/")[0]
+        if is_glob(root):
+            static = glob_base(root)
             resolved = SourceEntry("glob", root, static)
             found = [p for p in fs.glob(root) if fs.isfile(p) and _is_data_file(posixpath.relpath(p, static))]
         elif fs.isdir(root):
