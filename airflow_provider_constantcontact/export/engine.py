@@ -148,6 +148,7 @@ class SegmentExport:
         settings = self.settings
         started = time.monotonic()
         activity_ids: list[str] = []
+        contacts_by_activity: dict[str, int] = {}
         batches = total_bytes = sent_contacts = 0
         truncated: dict[str, int] = {}
         rejects = None
@@ -174,6 +175,7 @@ class SegmentExport:
                     total_bytes += len(body.body)
                     sent_contacts += body.contacts
                     activity_ids.append(activity["activity_id"])
+                    contacts_by_activity[activity["activity_id"]] = body.contacts
                     self._log_progress(number, body, activity, sent_contacts, total_bytes, scan, started)
         except BaseException:
             if rejects is not None:
@@ -194,6 +196,8 @@ class SegmentExport:
             "dry_run": hook is None,
             "files": len(self.reader.source.files),
         }
+        if contacts_by_activity:
+            summary["contacts_by_activity"] = contacts_by_activity
         if self.reader.filter is not None:
             summary["rows_filtered_out"] = self.reader.dataset.count_rows() - scan.rows_read
         if rejects is not None:

@@ -33,6 +33,9 @@ class _Always(TypedDict):
 class ExportSummary(_Always, total=False):
     """What one export run did (and, after waiting, what Constant Contact reported)."""
 
+    #: Import activity id -> contacts in its request body (when something was sent): what the
+    #: wait's cross-check compares each activity's counters with.
+    contacts_by_activity: dict[str, int]
     #: With ``segment_column``: rows of other segments.
     rows_filtered_out: int
     #: With ``rejects_path``: where the rows not sent went, and how many.

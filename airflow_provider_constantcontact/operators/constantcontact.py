@@ -23,6 +23,7 @@ from airflow_provider_constantcontact.exceptions import (
 from airflow_provider_constantcontact.export.engine import SegmentExport
 from airflow_provider_constantcontact.export.fields import EMAIL_FIELD, ContactPlan
 from airflow_provider_constantcontact.export.preflight import check_custom_fields, check_lists
+from airflow_provider_constantcontact.export.service_counts import check_contacts_taken
 from airflow_provider_constantcontact.export.settings import SYNC_MODES, ExportSettings, ListTargets
 from airflow_provider_constantcontact.export.source import resolve_segment_source
 from airflow_provider_constantcontact.export.summary import ExportSummary
@@ -282,7 +283,10 @@ class ConstantContactSegmentExportOperator(BaseOperator):
         return self._finish(summary, event["summary"])
 
     def _finish(self, summary: ExportSummary, result: Mapping[str, Any]) -> ExportSummary:
-        """Add the final activity counters; fail when Constant Contact took fewer contacts than sent."""
+        """Add the final activity counters; fail when Constant Contact took fewer contacts than sent.
+
+        See :mod:`~airflow_provider_constantcontact.export.service_counts` for the counters relied on.
+        """
         totals = dict(result["totals"])
         summary.update(totals)  # type: ignore[typeddict-item]
         summary["activity_states"] = {aid: entry["state"] for aid, entry in result["activities"].items()}
@@ -296,19 +300,12 @@ class ConstantContactSegmentExportOperator(BaseOperator):
             totals["correctable_count"],
             totals["cannot_add_to_list_count"],
         )
-        sent = summary["contacts_submitted"]
-        removal_ids = set(summary.get("removal_activity_ids", []))
-        imported = sum(
-            entry["status"]["items_total_count"]
-            for activity_id, entry in result["activities"].items()
-            if activity_id not in removal_ids
+        check_contacts_taken(
+            summary.get("contacts_by_activity"),
+            summary["contacts_submitted"],
+            result["activities"],
+            set(summary.get("removal_activity_ids", [])),
         )
-        if imported != sent:
-            raise ConstantContactImportError(
-                f"Constant Contact reports {imported:,} items for the import activities "
-                f"but the export sent {sent:,} contacts: {sent - imported:,} contacts "
-                "were dropped by the service (a body cut short?). Re-running the export is safe."
-            )
         return summary
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:

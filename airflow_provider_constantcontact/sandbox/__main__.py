@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="contacts/second import activities process (default: at once)",
     )
     add(
+        "--import-items-include-headings-row",
+        action="store_true",
+        help="count a CSV headings row in each JSON import's items_total_count (contacts + 1)",
+    )
+    add(
         "--list",
         dest="lists",
         action="append",
@@ -134,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         daily_quota=args.daily_quota,
         token_rate_limit=args.token_rate_limit,
         processing_rate=args.processing_rate,
+        import_items_include_headings_row=args.import_items_include_headings_row,
         lists=args.lists,
         custom_fields=args.custom_fields,
         device_code_ttl=args.device_code_ttl,

@@ -31,12 +31,16 @@ class Activity:
     With ``fail_errors`` set it ends in ``fail_state`` (failed, cancelled or timed_out) instead
     of ``completed``. ``kind`` is ``IMPORT`` or ``REMOVE``: a removal's ``status`` holds
     ``items_total_count``, ``items_completed_count`` and ``list_count`` only (no
-    ``person_count`` or error counters), as the real service's does.
+    ``person_count`` or error counters), as the real service's does. ``extra_items`` are
+    counted in an import's ``items_total_count`` and ``items_completed_count`` besides its
+    contacts: 1 models a service that counts the headings row of the CSV file it turns a JSON
+    import into (``import_items_include_headings_row``).
     """
 
     __slots__ = (
         "activity_id",
         "created_at",
+        "extra_items",
         "fail_errors",
         "fail_state",
         "kind",
@@ -57,9 +61,11 @@ class Activity:
         *,
         kind: str = IMPORT,
         list_count: int = 0,
+        extra_items: int = 0,
     ) -> None:
         self.activity_id = str(uuid.uuid4())
         self.total = total
+        self.extra_items = extra_items
         self.outcomes = outcomes
         self.fail_errors = fail_errors
         self.fail_state = fail_state
@@ -111,7 +117,8 @@ class Activity:
             errors = list(self.fail_errors or []) if failed else []
         elif failed:
             status = dict.fromkeys(("person_count", "correctable_count", "cannot_add_to_list_count"), 0)
-            status.update(items_total_count=total, items_completed_count=total, error_count=total)
+            items = total + self.extra_items
+            status.update(items_total_count=items, items_completed_count=items, error_count=total)
             percent, errors = 100, list(self.fail_errors or [])
         else:
             seen = (self.outcomes or b"")[:done]
@@ -120,9 +127,10 @@ class Activity:
                 seen.count(ERROR),
                 seen.count(CANNOT_ADD),
             )
+            extra = self.extra_items if state != "initialized" else 0
             status = {
-                "items_total_count": total,
-                "items_completed_count": done,
+                "items_total_count": total + self.extra_items,
+                "items_completed_count": done + extra,
                 "person_count": done - correctable - error,
                 "error_count": correctable + error,
                 "correctable_count": correctable,

@@ -53,6 +53,7 @@ class ConstantContactSandbox(SandboxControls):
         daily_quota: int = DEFAULT_DAILY_QUOTA,
         token_rate_limit: float = DEFAULT_TOKEN_RATE_LIMIT,
         processing_rate: float | None = None,
+        import_items_include_headings_row: bool = False,
         lists: Iterable[str] = (),
         custom_fields: Iterable[str] = (),
         device_code_ttl: float = DEFAULT_DEVICE_CODE_TTL,
@@ -64,6 +65,7 @@ class ConstantContactSandbox(SandboxControls):
         self.lock = threading.RLock()
         self.state = SandboxState()
         self.state.processing_rate = processing_rate
+        self.state.import_items_include_headings_row = import_items_include_headings_row
         self.oauth = OAuthServer(
             client_id=client_id,
             client_secret=client_secret,
@@ -209,6 +211,16 @@ class ConstantContactSandbox(SandboxControls):
     def processing_rate(self, rate: float | None) -> None:
         with self.lock:
             self.state.set_processing_rate(rate)
+
+    @property
+    def import_items_include_headings_row(self) -> bool:
+        """Whether a JSON import's ``items_total_count`` counts one headings row more than contacts."""
+        return self.state.import_items_include_headings_row
+
+    @import_items_include_headings_row.setter
+    def import_items_include_headings_row(self, value: bool) -> None:
+        with self.lock:
+            self.state.import_items_include_headings_row = bool(value)
 
     @property
     def rate_limit(self) -> float:

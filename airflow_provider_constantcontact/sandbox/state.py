@@ -64,6 +64,8 @@ class SandboxState(Account):
         #: Removals accepted but not completed yet, oldest first.
         self.removals: list[PendingRemoval] = []
         self.processing_rate: float | None = None
+        #: Count a CSV headings row in every import's ``items_total_count`` (one item more than contacts).
+        self.import_items_include_headings_row = False
         #: (end state, activity_errors) for the next import activity, set by ``fail_next_activity``.
         self.fail_next_activity: tuple[str, list[str]] | None = None
         #: The same for the next remove_list_memberships activity.
@@ -96,7 +98,14 @@ class SandboxState(Account):
         """Queue a validated import; its activity (``initialized``) is answered at once."""
         fail_state, fail_errors = self.fail_next_activity or ("failed", None)
         self.fail_next_activity = None
-        activity = self.add_activity(Activity(len(contacts), fail_errors, fail_state=fail_state))
+        activity = self.add_activity(
+            Activity(
+                len(contacts),
+                fail_errors,
+                fail_state=fail_state,
+                extra_items=int(self.import_items_include_headings_row),
+            )
+        )
         self.pending.append(PendingImport(activity, contacts, list_ids))
         return activity
 
