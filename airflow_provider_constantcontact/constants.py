@@ -38,6 +38,14 @@ MAX_LISTS_PER_CONTACTS_QUERY = 25
 MAX_PAGE_SIZE = 500
 MAX_CUSTOM_FIELDS_PAGE_SIZE = 100
 
+# ------------------------------------------------------------------------------ contact lists
+#: Characters of a list name. The developer guide does not say; the API's schema (``ListInput.name``,
+#: as encoded in clients generated from it) gives 255, which is also the guide's limit for a
+#: list's description. Checked before any list is created, so one bad name creates none.
+MAX_LIST_NAME_LENGTH = 255
+#: Contact lists an account can hold (developer guide, "Create a contact list").
+MAX_LISTS_PER_ACCOUNT = 1000
+
 # ------------------------------------------------------------------------ import field limits
 EMAIL_MAX_LENGTH = 50
 SHORT_FIELD_MAX_LENGTH = 50

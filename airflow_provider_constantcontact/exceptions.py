@@ -80,3 +80,7 @@ class SegmentSourceError(ConstantContactError):
 
 class ConstantContactExportError(ConstantContactError):
     """The export stopped to protect the data: the source changed while read, rows unaccounted for."""
+
+
+class ExportOutputError(ConstantContactError):
+    """An output file (rejects, removals, ...) would damage the source or another output, or is unwritable."""

@@ -1,10 +1,14 @@
 """One export run in the documented order: the segment's two passes, mirror removals, the summary.
 
-Read the segment (:mod:`.passes`, pass one), read each target list's members and check the
-removal guard (mirror mode, :mod:`.mirror`), then create missing lists, send the bodies of pass
-two through the hook from a background thread (:mod:`.sender`) and remove the members who left.
-Nothing here knows about Airflow tasks: the operator builds :class:`ExportSettings` and
-:class:`ListTargets` and runs :class:`SegmentExport`.
+Every check that can fail without changing Constant Contact runs first, and the same in a dry
+run: the local ones when :class:`SegmentExport` is made (columns and types, the outputs'
+locations and that they can be written, :mod:`.output_paths`), then, in :meth:`SegmentExport.run`,
+pass one (:mod:`.passes`; ``max_contacts``), each target list's members and the removal guard
+(mirror mode, :mod:`.mirror`), the removals file, and that the source is unchanged. Only then
+are missing lists created, the bodies of pass two sent through the hook from a background
+thread (:mod:`.sender`) and the members who left removed. Nothing here knows about Airflow
+tasks: the operator builds :class:`ExportSettings` and :class:`ListTargets` and runs
+:class:`SegmentExport`.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from airflow_provider_constantcontact.constants import MAX_IMPORT_BODY_BYTES, MAX_IMPORT_CONTACTS
-from airflow_provider_constantcontact.exceptions import ConstantContactExportError, SegmentSourceError
+from airflow_provider_constantcontact.exceptions import ConstantContactExportError
 from airflow_provider_constantcontact.export.batches import ImportBody
 from airflow_provider_constantcontact.export.mirror import (
     ListRemovals,
@@ -26,9 +30,10 @@ from airflow_provider_constantcontact.export.mirror import (
     send_removals,
     write_removals,
 )
+from airflow_provider_constantcontact.export.output_paths import check_outputs
 from airflow_provider_constantcontact.export.passes import SegmentScan, encode_bodies, scan_segment
 from airflow_provider_constantcontact.export.reader import SegmentReader, check_column_types
-from airflow_provider_constantcontact.export.rejects import RejectsWriter, file_path, output_path
+from airflow_provider_constantcontact.export.rejects import RejectsWriter, rejects_schema
 from airflow_provider_constantcontact.export.sender import send_bodies
 from airflow_provider_constantcontact.export.settings import NEW_LIST_PLACEHOLDER, ExportSettings, ListTargets
 from airflow_provider_constantcontact.export.source import SegmentSource
@@ -54,20 +59,15 @@ class SegmentExport:
         self.settings = settings
         self.log = log
         check_column_types(source, settings.plan)
-        for name, path in (
-            ("rejects_path", settings.rejects_path),
-            ("removals_path", settings.removals_path),
-        ):
-            if not path:
-                continue
-            target = output_path(path, settings.storage_conn_id)
-            if source.includes(target.path, target.protocol or ""):
-                raise SegmentSourceError(
-                    f"{name} {path} lies inside the segment source: a later run would read that file as "
-                    "part of the segment. Write it outside the source's folders and globs; nothing was sent."
-                )
         # Missing columns and incompatible types fail here, before any request.
         self.reader = SegmentReader(source, settings)
+        self.rejects_schema = (
+            rejects_schema(pa.schema([self.reader.dataset.schema.field(c) for c in settings.plan.columns]))
+            if settings.rejects_path
+            else None
+        )
+        # Last of the local checks: it creates the outputs' folders.
+        self.outputs = check_outputs(source, settings.outputs, settings.storage_conn_id)
 
     def scan(self) -> SegmentScan:
         """Pass one, and the checks its counts allow before anything is sent."""
@@ -95,9 +95,9 @@ class SegmentExport:
     def run(self, hook: ConstantContactHook, targets: ListTargets) -> ExportSummary:
         """The whole export in the documented order; the summary.
 
-        Read the segment; in mirror mode read each list's members and check the removal guard;
-        then (unless a dry run) create the missing lists, import, and remove the members who
-        left. Nothing changes in Constant Contact before the guard has passed for every list.
+        Read the segment; in mirror mode read each list's members, check the removal guard and
+        write the removals file; then (unless a dry run) create the missing lists, import, and
+        remove the members who left. Nothing changes in Constant Contact before every check passed.
         """
         settings = self.settings
         scan = self.scan()
@@ -112,6 +112,10 @@ class SegmentExport:
             check_removal_guard(
                 removals, max_removal_ratio=settings.max_removal_ratio, contacts=scan.contacts
             )
+        removals_file = self.outputs.get("removals_path")
+        removals_written = write_removals(removals_file.path, removals) if removals_file else None
+        self.reader.source.check_unchanged()
+        # Every check has passed: from here on (unless a dry run) Constant Contact changes.
         sender = None if settings.dry_run else hook
         list_ids = list(targets.list_ids)
         for name in targets.names_to_create:
@@ -134,11 +138,9 @@ class SegmentExport:
             summary["removed"] = {plan.list_id: plan.count for plan in removals}
             summary["members_before"] = {plan.list_id: plan.members_before for plan in removals}
             summary["listing_requests"] = listing_requests
-            if settings.removals_path:
-                summary["removals_path"] = file_path(settings.removals_path)
-                summary["removals_written"] = write_removals(
-                    settings.removals_path, removals, settings.storage_conn_id
-                )
+        if removals_file and removals_written is not None:
+            summary["removals_path"] = removals_file.file
+            summary["removals_written"] = removals_written
         return summary
 
     def import_segment(
@@ -151,11 +153,10 @@ class SegmentExport:
         contacts_by_activity: dict[str, int] = {}
         batches = total_bytes = sent_contacts = 0
         truncated: dict[str, int] = {}
+        rejects_file = self.outputs.get("rejects_path")
         rejects = None
-        if settings.rejects_path:
-            columns = settings.plan.columns
-            schema = pa.schema([self.reader.dataset.schema.field(column) for column in columns])
-            rejects = RejectsWriter(settings.rejects_path, schema, conn_id=settings.storage_conn_id)
+        if rejects_file and self.rejects_schema is not None:
+            rejects = RejectsWriter(rejects_file.path, self.rejects_schema)
         try:
             bodies = encode_bodies(self.reader, scan, settings, list_ids, rejects, truncated)
             if hook is None:
@@ -200,8 +201,8 @@ class SegmentExport:
             summary["contacts_by_activity"] = contacts_by_activity
         if self.reader.filter is not None:
             summary["rows_filtered_out"] = self.reader.dataset.count_rows() - scan.rows_read
-        if rejects is not None:
-            summary["rejects_path"] = file_path(settings.rejects_path)
+        if rejects_file and rejects is not None:
+            summary["rejects_path"] = rejects_file.file
             summary["rejects_written"] = rejects.rows
         self._check_accounting(summary, scan)
         return summary

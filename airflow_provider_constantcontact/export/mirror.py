@@ -158,9 +158,9 @@ def send_removals(
     return activity_ids
 
 
-def write_removals(path: str, removals: Sequence[ListRemovals], conn_id: str | None) -> int:
-    """One Parquet row per removed (or, in a dry run, to-be-removed) membership; the rows written."""
-    output = ParquetOutput(path, REMOVALS_SCHEMA, conn_id=conn_id)
+def write_removals(target: Any, removals: Sequence[ListRemovals]) -> int:
+    """One Parquet row per membership to remove, at ``target``, before any is removed; the rows written."""
+    output = ParquetOutput(target, REMOVALS_SCHEMA)
     try:
         for plan in removals:
             if plan.count:

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_constantcontact.constants import MAX_LIST_NAME_LENGTH, MAX_LISTS_PER_ACCOUNT
 from airflow_provider_constantcontact.exceptions import (
     ConstantContactError,
     ConstantContactNotFoundError,
@@ -105,6 +106,34 @@ def _check_api_url(hook: ConstantContactHook) -> None:
         )
 
 
+def _check_creatable(names: list[str], *, lists_in_account: int) -> None:
+    """Refuse, before any list is created, names Constant Contact would refuse: all or none are made."""
+    problems = [
+        f"the name starting {name[:40]!r} has {len(name)} characters, "
+        f"more than the {MAX_LIST_NAME_LENGTH} a list name may have"
+        for name in names
+        if len(name) > MAX_LIST_NAME_LENGTH
+    ]
+    by_case: dict[str, list[str]] = {}
+    for name in names:
+        by_case.setdefault(name.casefold(), []).append(name)
+    problems += [
+        f"{' and '.join(map(repr, same))} differ only in case (list names are unique regardless of case)"
+        for same in by_case.values()
+        if len(same) > 1
+    ]
+    if lists_in_account + len(names) > MAX_LISTS_PER_ACCOUNT:
+        problems.append(
+            f"the account has {lists_in_account} lists, and {len(names)} more would pass the "
+            f"{MAX_LISTS_PER_ACCOUNT} an account may hold"
+        )
+    if problems:
+        raise ConstantContactValidationError(
+            "Cannot create the missing contact lists: " + "; ".join(problems) + ". Fix list_names; "
+            "no list was created and nothing was sent"
+        )
+
+
 def _resolve_names(
     hook: ConstantContactHook,
     list_ids: list[str],
@@ -146,5 +175,6 @@ def _resolve_names(
             f"No contact list is named {', '.join(map(repr, missing))}: create it in Constant Contact "
             "or set create_missing_lists=True; nothing was sent"
         )
+    _check_creatable(missing, lists_in_account=len(known_ids))
     log.info("Lists by name: %d found, %d to create", len(list_names) - len(missing), len(missing))
     return ListTargets(list(dict.fromkeys(resolved)), missing)

@@ -3,33 +3,33 @@
 The file holds the original mapped columns, as read, plus a ``reason`` column (a reject reason
 or ``duplicate``). It is written on every run that names a path, even when every row was sent
 (then it has no rows), so a file left over from an earlier run is never mistaken for this run's.
-It is written under a hidden temporary name beside the target and renamed into place only when
-complete: a run that fails midway leaves the previous file as it was, never a truncated one.
+It is written under a hidden temporary name beside the target (one name per target, so a
+retry replaces what a killed run left) and renamed into place only when complete: a run that
+fails midway leaves the previous file as it was, never a truncated one. Where outputs may go is
+:mod:`.output_paths`.
 """
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from airflow_provider_constantcontact.export.source import storage_path
+from airflow_provider_constantcontact.exceptions import ExportOutputError
+from airflow_provider_constantcontact.export.output_paths import partial_path
 
 REASON_COLUMN = "reason"
-#: The file name used when ``rejects_path`` names a folder (ends with ``/``).
-DEFAULT_FILE_NAME = "rejects.parquet"
 
 
-def file_path(path: str) -> str:
-    """``path`` itself, or ``path`` + ``rejects.parquet`` when it names a folder (ends with ``/``)."""
-    return path + DEFAULT_FILE_NAME if path.endswith("/") else path
-
-
-def output_path(path: str, conn_id: str | None = None) -> Any:
-    """The ``ObjectStoragePath`` a rejects (or removals) file is written to."""
-    return storage_path(file_path(path), conn_id)
+def rejects_schema(columns: pa.Schema) -> pa.Schema:
+    """The rejects file's schema: the mapped ``columns`` as read, then ``reason``."""
+    if REASON_COLUMN in columns.names:
+        raise ExportOutputError(
+            f"A mapped column is named {REASON_COLUMN!r}, the column the rejects file adds for each row's "
+            "reason: rename that column in the segment, or run without rejects_path; nothing was sent."
+        )
+    return columns.append(pa.field(REASON_COLUMN, pa.string()))
 
 
 class ParquetOutput:
@@ -38,13 +38,13 @@ class ParquetOutput:
     ``rows`` counts the rows written so far. :meth:`abort` drops what was written.
     """
 
-    def __init__(self, path: str, schema: pa.Schema, *, conn_id: str | None = None) -> None:
+    def __init__(self, target: Any, schema: pa.Schema) -> None:
         self.schema = schema
         self.rows = 0
-        self.target = output_path(path, conn_id)
+        self.target = target
         self.target.parent.mkdir(parents=True, exist_ok=True)
         # Hidden (a leading dot): never read as segment data, even inside a source folder.
-        self._partial = self.target.parent / f".{self.target.name}.{uuid.uuid4().hex}.partial"
+        self._partial = partial_path(target)
         self._file = self._partial.open("wb")
         self._writer = pq.ParquetWriter(self._file, self.schema)
 
@@ -72,12 +72,7 @@ class ParquetOutput:
 
 
 class RejectsWriter(ParquetOutput):
-    """The rows not sent: the mapped columns as read plus their ``reason``."""
-
-    def __init__(self, path: str, schema: pa.Schema, *, conn_id: str | None = None) -> None:
-        if REASON_COLUMN in schema.names:
-            raise ValueError(f"A mapped column is named {REASON_COLUMN!r}; the rejects file needs that name")
-        super().__init__(path, schema.append(pa.field(REASON_COLUMN, pa.string())), conn_id=conn_id)
+    """The rows not sent: the mapped columns as read plus their ``reason`` (:func:`rejects_schema`)."""
 
     def write_rejects(self, rows: pa.RecordBatch, reasons: pa.Array) -> None:
         """Append ``rows`` (the mapped columns) with their reject ``reasons``."""

@@ -38,6 +38,11 @@ class ExportSettings:
     removals_path: str | None = None
 
     @property
+    def outputs(self) -> dict[str, str | None]:
+        """Every output parameter and its value: each obeys the rules of ``export/output_paths.py``."""
+        return {"rejects_path": self.rejects_path, "removals_path": self.removals_path}
+
+    @property
     def columns(self) -> list[str]:
         """Every column the export reads: the mapped ones and the segment column."""
         return list(

@@ -451,7 +451,8 @@ def test_mismatch_between_sent_and_reported_fails_loudly(make_export, tmp_path, 
     source = write_parquet(tmp_path / "s.parquet", {"Email": [f"d{i}@e.io" for i in range(45_000)]})
     operator = make_export(source=str(source), field_mapping={"email": "Email"}, wait_for_completion=True)
     with pytest.raises(
-        ConstantContactImportError, match=r"reports 40,000 items .* sent 45,000 .* 5,000 contacts"
+        ConstantContactImportError,
+        match=r"45,000 contacts sent, 40,000 items .* at least 5,000 contacts were dropped",
     ):
         run(operator)
 
