@@ -8,30 +8,14 @@ imported ("-1 contacts were dropped").
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.operators.conftest import write_parquet
-from tests.system.dag_runs import airflow_dags_test, describe, latest_run, load_demo, task_states
-
-PROBE_DAGS = Path(__file__).parent / "probe_dags"
-demo = load_demo()
-
-
-def run_probe(dag_id: str, sandbox: Any, conf: dict[str, Any]) -> tuple[Any, str, dict[str, Any] | None]:
-    """``airflow dags test`` of a probe DAG; (the process result, the run's state, the export's summary)."""
-    result = airflow_dags_test(
-        dag_id,
-        env={"AIRFLOW_CONN_CONSTANTCONTACT_DEFAULT": sandbox.connection_json()},
-        conf=json.dumps(conf),
-        dags_folder=PROBE_DAGS,
-    )
-    run_id, state = latest_run(dag_id)
-    assert set(task_states(dag_id, run_id)) == {"export"}
-    return result, state, demo.read_xcom(dag_id, "export", run_id=run_id)
+from tests.system.dag_runs import describe
+from tests.system.probe_runs import run_probe
 
 
 @pytest.fixture
