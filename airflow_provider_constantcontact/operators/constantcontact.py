@@ -166,7 +166,7 @@ class ConstantContactSegmentExportOperator(BaseOperator):
         self.segments = segments
         self.source_conn_id = source_conn_id
         self.max_contacts = max_contacts
-        self.dry_run = dry_run
+        self.dry_run = dry_run  # type: ignore[method-assign, assignment]  # shadows BaseOperator.dry_run(): issue 21 renames it
         self.rejects_path = rejects_path
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable

@@ -17,6 +17,7 @@ from airflow.sdk import BaseHook
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_constantcontact.utils.activities import (
+    ActivitiesSummary,
     ActivityPoller,
     next_poll_interval,
     normalize_activity_ids,
@@ -67,7 +68,7 @@ class ConstantContactImportTrigger(BaseTrigger):
         max_poll_interval: float | None = None,
         resume_state: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ is unannotated
         self.activity_ids = normalize_activity_ids(activity_ids)
         self.constantcontact_conn_id = constantcontact_conn_id
         self.poll_interval = float(poll_interval)
@@ -126,7 +127,7 @@ class ConstantContactImportTrigger(BaseTrigger):
             await asyncio.sleep(min(interval, remaining))
             interval = next_poll_interval(interval, self.poll_interval, self.max_poll_interval)
 
-    def _event(self, status: str, message: str | None, summary: dict | None) -> dict[str, Any]:
+    def _event(self, status: str, message: str | None, summary: ActivitiesSummary | None) -> dict[str, Any]:
         event: dict[str, Any] = {"status": status, "summary": summary}
         if message is not None:
             event["message"] = message
