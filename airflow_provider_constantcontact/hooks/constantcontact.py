@@ -154,7 +154,7 @@ class ConstantContactHook(BaseHook):
     def max_requests_per_second(self) -> float:
         """Pace of API calls in this process; 0 turns pacing off."""
         value = self._extra.get("max_requests_per_second")
-        if value in (None, ""):
+        if value is None or value == "":
             return DEFAULT_MAX_REQUESTS_PER_SECOND
         try:
             rate = float(value)
