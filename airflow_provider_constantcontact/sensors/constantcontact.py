@@ -12,7 +12,7 @@ from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from airflow_provider_constantcontact.exceptions import ConstantContactImportError
 from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
-from airflow_provider_constantcontact.triggers.constantcontact import defer_import_wait
+from airflow_provider_constantcontact.triggers.constantcontact import ImportWaitEvent, defer_import_wait
 from airflow_provider_constantcontact.utils.activities import (
     ActivitiesSummary,
     ActivityPoller,
@@ -122,11 +122,13 @@ class ConstantContactImportSensor(BaseSensorOperator):
             max_poll_interval=self.max_poll_interval,
         )
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> ActivitiesSummary:
+    def execute_complete(self, context: Context, event: ImportWaitEvent) -> ActivitiesSummary:
         """Resume after the trigger: return the summary, or fail with the trigger's message."""
         status = event.get("status")
         if status == "success":
-            summary: ActivitiesSummary = event["summary"]  # the trigger's event (see _event)
+            summary = event["summary"]
+            if summary is None:  # the trigger reports success only after a poll succeeded
+                raise ConstantContactImportError("The import wait reported success without a summary")
             self.log.info(describe_progress(summary))
             return summary
         if status == "timeout":

@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from airflow.sdk import BaseHook
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -34,6 +34,21 @@ def _build_hook(conn_id: str, connection: Connection) -> ConstantContactHook:
     from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
 
     return ConstantContactHook(conn_id, connection=connection)
+
+
+class _EventAlways(TypedDict):
+    status: Literal["success", "error", "timeout"]
+    #: The last poll's summary (None when no poll succeeded).
+    summary: ActivitiesSummary | None
+
+
+class ImportWaitEvent(_EventAlways, total=False):
+    """The trigger's one event, which ``execute_complete`` of the deferring task receives."""
+
+    #: With ``error`` and ``timeout``: what went wrong.
+    message: str
+    #: The deferring task's ``resume_state``, unchanged.
+    resume_state: dict[str, Any]
 
 
 class ConstantContactImportTrigger(BaseTrigger):
@@ -127,8 +142,13 @@ class ConstantContactImportTrigger(BaseTrigger):
             await asyncio.sleep(min(interval, remaining))
             interval = next_poll_interval(interval, self.poll_interval, self.max_poll_interval)
 
-    def _event(self, status: str, message: str | None, summary: ActivitiesSummary | None) -> dict[str, Any]:
-        event: dict[str, Any] = {"status": status, "summary": summary}
+    def _event(
+        self,
+        status: Literal["success", "error", "timeout"],
+        message: str | None,
+        summary: ActivitiesSummary | None,
+    ) -> ImportWaitEvent:
+        event: ImportWaitEvent = {"status": status, "summary": summary}
         if message is not None:
             event["message"] = message
         if self.resume_state is not None:
