@@ -61,6 +61,8 @@ class Account:
         self.unsubscribed: set[str] = set()
         #: When each unsubscribed contact opted out (sandbox time).
         self.opt_out_at: dict[str, float] = {}
+        #: When each contact's email status last changed, if after its ``updated_at``.
+        self.email_updated_at: dict[str, float] = {}
         self.deleted: set[str] = set()
         self.timeline = Timeline()
         #: Whether list membership changes alone (leaving a list, a removal, an import into a
@@ -68,6 +70,9 @@ class Account:
         self.membership_changes_move_updated_at = True
         #: Whether an account-level unsubscribe also ends the contact's list memberships.
         self.unsubscribe_removes_memberships = False
+        #: Whether an unsubscribe moves the contact's ``updated_at`` (else only
+        #: ``email_address.updated_at``, as Constant Contact's support describes the service).
+        self.unsubscribe_moves_updated_at = True
         #: Whether the contacts listing's date filters include their bound (``updated_after=T``
         #: matching a change at exactly T); the API says "after", the sandbox can do both.
         self.date_filters_inclusive = False
@@ -213,7 +218,8 @@ class Account:
 
     def mark_unsubscribed(self, emails: list[str]) -> int:
         """These addresses unsubscribed from the account (created if unknown): opt-out date and
-        ``updated_at`` now; imports will not add them to lists. With
+        ``email_address.updated_at`` now, ``updated_at`` too unless
+        ``unsubscribe_moves_updated_at`` is off; imports will not add them to lists. With
         ``unsubscribe_removes_memberships`` they also leave every list. Returns how many were
         not unsubscribed before."""
         self.drain()
@@ -225,12 +231,15 @@ class Account:
                 self._add_contact(key, {"email": email}, now)
             if key not in self.unsubscribed:
                 self.unsubscribed.add(key)
-                self.opt_out_at[key] = now
+                self.opt_out_at[key] = self.email_updated_at[key] = now
                 changed.append(key)
         if self.unsubscribe_removes_memberships:
             for list_id in self.memberships:
-                self._remove_members(list_id, changed)
-        self.touch(changed, now)
+                left = self._remove_members(list_id, changed)
+                if self.membership_changes_move_updated_at and not self.unsubscribe_moves_updated_at:
+                    self.touch(left, now)
+        if self.unsubscribe_moves_updated_at:
+            self.touch(changed, now)
         return len(changed)
 
     def leave_list(self, list_id: str, emails: list[str]) -> int:

@@ -471,3 +471,21 @@ def test_date_filters_bound_is_excluded_or_included(factory_api, inclusive, expe
     updated = by_email(api, sandbox, "ann@example.com")["updated_at"]
     assert emails(listing(api, sandbox, updated_after=updated)) == expected
     assert emails(listing(api, sandbox, updated_before=updated)) == expected
+
+
+def test_an_unsubscribe_need_not_move_updated_at(factory_api):
+    """The reading Constant Contact's support describes: an opt-out moves only
+    ``email_address.updated_at``, so ``updated_after`` misses it and ``optout_after`` finds it."""
+    sandbox, api = factory_api(unsubscribe_moves_updated_at=False)
+    sandbox.add_list_members(sandbox.list_ids["VIP"], ["ann@example.com"])
+    seeded = by_email(api, sandbox, "ann@example.com")["updated_at"]
+    since = sandbox.now()
+    sandbox.advance_time(60)
+    sandbox.mark_unsubscribed(["ann@example.com"])
+
+    ann = by_email(api, sandbox, "ann@example.com")
+    assert ann["updated_at"] == seeded
+    assert ann["email_address"]["updated_at"] == ann["email_address"]["opt_out_date"]
+    assert parse(ann["email_address"]["opt_out_date"]) >= since + timedelta(seconds=60)
+    assert emails(listing(api, sandbox, updated_after=stamp(since))) == set()
+    assert emails(listing(api, sandbox, optout_after=stamp(since))) == {"ann@example.com"}
