@@ -18,6 +18,7 @@ from urllib.parse import quote, urlsplit
 from airflow.sdk import BaseHook
 
 from airflow_provider_constantcontact.constants import (
+    ACTIVITY_RECORD_DAYS,
     DEFAULT_API_BASE_URL,
     DEFAULT_TOKEN_URL,
     MAX_CONTACT_IDS_PER_REMOVAL,
@@ -425,7 +426,8 @@ class ConstantContactHook(BaseHook):
             "GET",
             f"/activities/{quote(str(activity_id), safe='')}",
             not_found_message=(
-                f"No activity '{activity_id}': Constant Contact keeps activity records for 10 days."
+                f"No activity '{activity_id}': Constant Contact keeps activity records for "
+                f"{ACTIVITY_RECORD_DAYS} days."
             ),
         )
 
