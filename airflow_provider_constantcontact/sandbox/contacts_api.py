@@ -198,12 +198,12 @@ def _contact_json(state: Account, key: str, props: dict[str, Any], include: str)
     """A stored contact as the listing returns it, with the ``include`` (comma-separated) parts."""
     unsubscribed = key in state.unsubscribed
     created, updated = iso(props[CREATED]), iso(props[UPDATED])
-    email_updated = max(props[UPDATED], state.email_updated_at.get(key, 0.0))
+    email_updated = state.email_updated_at.get(key, 0.0)
     email_address = {
         "address": props.get("email"),
         "permission_to_send": "unsubscribed" if unsubscribed else "implicit",
         "created_at": created,
-        "updated_at": iso(email_updated),
+        "updated_at": iso(email_updated) if email_updated > props[UPDATED] else updated,
         "opt_in_source": "Account",
         "confirm_status": "off",
     }
