@@ -131,7 +131,7 @@ class ContactQuery:
         if not self.dates:
             return None
         after, before = (operator.ge, operator.le) if self.inclusive else (operator.gt, operator.lt)
-        tests = []
+        tests: list[tuple[str | None, Callable[[float, float], bool], float]] = []
         for name, field, is_after in _DATE_FILTERS:
             bound = self.bound(name)
             if bound is not None:
