@@ -80,12 +80,18 @@ class SandboxState(Account):
         """Move the sandbox clock on; activity records older than ``ACTIVITY_LIFETIME`` are
         then gone (404, and out of the listing), as the service keeps them 10 days."""
         now = super().advance_time(seconds)
-        cutoff = now - ACTIVITY_LIFETIME
-        self.activities = {i: a for i, a in self.activities.items() if a.created_at > cutoff}
+        self.forget_expired_activities()
         return now
 
+    def forget_expired_activities(self) -> None:
+        """Drop the activity records older than ``ACTIVITY_LIFETIME`` (sandbox clock)."""
+        cutoff = self.now() - ACTIVITY_LIFETIME
+        if self.activities and next(iter(self.activities.values())).created_at <= cutoff:
+            self.activities = {i: a for i, a in self.activities.items() if a.created_at > cutoff}
+
     def get_activity(self, activity_id: str) -> Activity:
-        """An activity brought up to date; 404 when unknown."""
+        """An activity brought up to date; 404 when unknown or expired."""
+        self.forget_expired_activities()
         activity = self.activities.get(activity_id)
         if activity is None:
             raise not_found(f"Activity {activity_id[:64]} not found.")

@@ -4,6 +4,7 @@ membership counts, and the options modelling each undocumented reading."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -239,6 +240,22 @@ def test_activity_records_expire_after_ten_days(sandbox, api):
     assert [a["activity_id"] for a in listed["activities"]] == [recent["activity_id"]]
     # The expired import was applied before the clock moved: its contact is there.
     assert {"a@example.com", "b@example.com"} <= sandbox.list_member_emails(list_id)
+
+
+def test_activity_records_expire_with_the_wall_clock_too(factory_api, monkeypatch):
+    """A long-running sandbox (no ``advance_time``) forgets activities 10 days old as well."""
+    sandbox, api = factory_api(access_token_ttl=30 * DAY)
+    created = post_json(
+        api,
+        sandbox.api_base_url + "/activities/contacts_json_import",
+        {"import_data": [{"email": "a@example.com"}], "list_ids": [sandbox.list_ids["VIP"]]},
+    ).json()
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 10 * DAY)
+    gone = api.get(sandbox.api_base_url + f"/activities/{created['activity_id']}", timeout=5)
+    assert gone.status_code == 404
+    listed = api.get(sandbox.api_base_url + "/activities", timeout=5).json()
+    assert listed["activities"] == []
 
 
 def test_advance_time_refuses_to_go_back(sandbox):
