@@ -224,7 +224,7 @@ class Account:
         not unsubscribed before."""
         self.drain()
         now = self.now()
-        changed = []
+        changed: list[str] = []
         for email in emails:
             key = email.lower()
             if key not in self.contacts:
@@ -305,7 +305,7 @@ class Account:
     def _remove_members(self, list_id: str, keys: Iterable[str | None]) -> list[str]:
         """Take contacts out of a list (non-members and None are skipped); returns those taken out."""
         members, order, contacts = self.memberships[list_id], self.member_order[list_id], self.contacts
-        removed = []
+        removed: list[str] = []
         for key in keys:
             if key in members:
                 members.discard(key)

@@ -196,7 +196,7 @@ class SandboxState(Account):
         contact_keys = self._contact_keys
         first_new = len(contact_keys)
         updated: list[str] = []
-        changed: list[str] = []  # updated ones whose properties changed
+        touched: list[str] = []  # updated ones whose updated_at moves
         every_import_touches = self.membership_changes_move_updated_at
         for key, props in zip(keys, contacts, strict=True):
             if key is None:
@@ -209,15 +209,15 @@ class SandboxState(Account):
                 contact_keys.append(key)
             else:
                 if every_import_touches or any(contact.get(k) != v for k, v in props.items()):
-                    changed.append(key)
+                    touched.append(key)
                 contact.update(props)
                 updated.append(key)
         self.timeline.record_many(range(first_new, len(contact_keys)), now)
         if self.deleted and not self.deleted.isdisjoint(updated):
             revived = self.deleted.intersection(updated)  # an import revives a deleted contact
             self.deleted.difference_update(revived)
-            changed += revived
-        self.touch(changed, now)
+            touched += revived
+        self.touch(touched, now)
         # New contacts (distinct, in no list yet, never unsubscribed: mark_unsubscribed stores
         # its addresses) join with their known indexes; updated ones through the general path.
         created = contact_keys[first_new:]
