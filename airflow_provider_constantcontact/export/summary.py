@@ -21,11 +21,14 @@ class _Always(TypedDict):
     duplicates: int
     #: Reject reason -> rows.
     rejected: dict[str, int]
-    #: Import requests sent (or that a dry run would send) and their bytes.
+    #: Import requests sent (or that a plan-only run would send) and their bytes.
     batches: int
     bytes_submitted: int
     #: Field -> values shortened to the field's limit.
     truncated: dict[str, int]
+    #: Nothing was changed in Constant Contact: the summary is the plan (``plan_only=True``).
+    plan_only: bool
+    #: The same as ``plan_only`` under its old name, kept until 0.2.0 for readers of older summaries.
     dry_run: bool
     files: int
 
@@ -49,10 +52,10 @@ class ExportSummary(_Always, total=False):
     list_count: int
     activity_states: dict[str, str]
     waited: bool
-    #: list_names with create_missing_lists: the names created (or, in a dry run, to create).
+    #: list_names with create_missing_lists: the names created (or, when planning only, to create).
     lists_created: list[str]
     lists_to_create: list[str]
-    #: Mirror mode: list id -> memberships removed (or that a dry run would remove), list id ->
+    #: Mirror mode: list id -> memberships removed (or that a plan-only run would remove), list id ->
     #: members before the run, the removal activities (also in activity_ids), the contacts
     #: listing's requests, and with removals_path the file of removed memberships.
     removed: dict[str, int]

@@ -32,7 +32,7 @@ class ConstantContactImportSensor(BaseSensorOperator):
     Succeeds when every activity is ``completed``; fails with the activities' errors as soon as
     one ends ``failed``, ``cancelled`` or ``timed_out``, or, once all finished, when more than
     ``max_error_ratio`` of the items were rejected. Each poke costs one API request whatever the
-    number of activities (the activities listing). An empty ``activity_ids`` (e.g. a dry-run
+    number of activities (the activities listing). An empty ``activity_ids`` (e.g. a plan-only
     export) succeeds at once with an empty summary.
 
     Works in ``poke`` and ``reschedule`` modes and, with ``deferrable=True``, waits in the
