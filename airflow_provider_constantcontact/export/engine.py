@@ -1,7 +1,7 @@
 """One export run in the documented order: the segment's two passes, mirror removals, the summary.
 
-Every check that can fail without changing Constant Contact runs first, and the same in a dry
-run: the local ones when :class:`SegmentExport` is made (columns and types, the outputs'
+Every check that can fail without changing Constant Contact runs first, and the same when
+planning only: the local ones when :class:`SegmentExport` is made (columns and types, the outputs'
 locations and that they can be written, :mod:`.output_paths`), then, in :meth:`SegmentExport.run`,
 pass one (:mod:`.passes`; ``max_contacts``), each target list's members and the removal guard
 (mirror mode, :mod:`.mirror`), the removals file, and that the source is unchanged. Only then
@@ -53,7 +53,7 @@ def _batches_left(contacts: int, bytes_per_contact: float) -> int:
 
 
 class SegmentExport:
-    """One run of the export: checks, both passes, sending (unless a dry run), the summary."""
+    """One run of the export: checks, both passes, sending (unless planning only), the summary."""
 
     def __init__(self, source: SegmentSource, settings: ExportSettings, log: logging.Logger | Any) -> None:
         self.settings = settings
@@ -96,7 +96,7 @@ class SegmentExport:
         """The whole export in the documented order; the summary.
 
         Read the segment; in mirror mode read each list's members, check the removal guard and
-        write the removals file; then (unless a dry run) create the missing lists, import, and
+        write the removals file; then (unless planning only) create the missing lists, import, and
         remove the members who left. Nothing changes in Constant Contact before every check passed.
         """
         settings = self.settings
@@ -115,12 +115,12 @@ class SegmentExport:
         removals_file = self.outputs.get("removals_path")
         removals_written = write_removals(removals_file.path, removals) if removals_file else None
         self.reader.source.check_unchanged()
-        # Every check has passed: from here on (unless a dry run) Constant Contact changes.
-        sender = None if settings.dry_run else hook
+        # Every check has passed: from here on (unless planning only) Constant Contact changes.
+        sender = None if settings.plan_only else hook
         list_ids = list(targets.list_ids)
         for name in targets.names_to_create:
             if sender is None:
-                self.log.info("Dry run: would create the contact list %r", name)
+                self.log.info("Plan only: would create the contact list %r", name)
                 list_ids.append(NEW_LIST_PLACEHOLDER)
             else:
                 created = hook.create_contact_list(name)
@@ -146,7 +146,7 @@ class SegmentExport:
     def import_segment(
         self, hook: ConstantContactHook | None, scan: SegmentScan, list_ids: list[str]
     ) -> ExportSummary:
-        """Pass two: encode and send (``hook`` None: a dry run that sends nothing); the summary."""
+        """Pass two: encode and send (``hook`` None: plan only, nothing is sent); the summary."""
         settings = self.settings
         started = time.monotonic()
         activity_ids: list[str] = []
@@ -165,7 +165,7 @@ class SegmentExport:
                     total_bytes += len(body.body)
                     sent_contacts += body.contacts
                 self.log.info(
-                    "Dry run: would send %d contacts in %d request(s), %d bytes; nothing was sent",
+                    "Plan only: would send %d contacts in %d request(s), %d bytes; nothing was sent",
                     sent_contacts,
                     batches,
                     total_bytes,
@@ -194,6 +194,7 @@ class SegmentExport:
             "batches": batches,
             "bytes_submitted": total_bytes,
             "truncated": dict(sorted(truncated.items())),
+            "plan_only": hook is None,
             "dry_run": hook is None,
             "files": len(self.reader.source.files),
         }

@@ -144,7 +144,7 @@ def check_removal_guard(removals: Sequence[ListRemovals], *, max_removal_ratio: 
 def send_removals(
     hook: ConstantContactHook | None, removals: Sequence[ListRemovals], log: logging.Logger | Any
 ) -> list[str]:
-    """Remove the memberships, 500 contact ids a request (``hook`` None: a dry run); the activity ids."""
+    """Remove the memberships, 500 contact ids a request (``hook`` None: plan only); the activity ids."""
     activity_ids: list[str] = []
     for plan in removals:
         if hook is None or not plan.count:
@@ -159,7 +159,7 @@ def send_removals(
 
 
 def write_removals(target: Any, removals: Sequence[ListRemovals]) -> int:
-    """One Parquet row per membership to remove, at ``target``, before any is removed; the rows written."""
+    """One Parquet row per membership to remove (planning only: that would be), before any is; the rows."""
     output = ParquetOutput(target, REMOVALS_SCHEMA)
     try:
         for plan in removals:

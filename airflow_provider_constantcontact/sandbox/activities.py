@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
+from functools import lru_cache
+from typing import Any
 
 #: Per-item outcome codes stored in ``Activity.outcomes`` (one byte per item).
 OK = 0  # contact created or updated (and added to or removed from the lists)
@@ -18,8 +21,10 @@ REMOVE = "remove_list_memberships"
 ACTIVITY_KINDS = (IMPORT, REMOVE)
 
 
+@lru_cache(maxsize=4096)
 def iso(ts: float) -> str:
-    """An API timestamp (UTC, ISO 8601 with a Z)."""
+    """An API timestamp (UTC, ISO 8601 with a Z); cached, as the contacts of one import or seeding
+    share their timestamps and a listing page formats each of them several times."""
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
@@ -31,14 +36,16 @@ class Activity:
     With ``fail_errors`` set it ends in ``fail_state`` (failed, cancelled or timed_out) instead
     of ``completed``. ``kind`` is ``IMPORT`` or ``REMOVE``: a removal's ``status`` holds
     ``items_total_count``, ``items_completed_count`` and ``list_count`` only (no
-    ``person_count`` or error counters), as the real service's does. ``extra_items`` are
-    counted in an import's ``items_total_count`` and ``items_completed_count`` besides its
-    contacts: 1 models a service that counts the headings row of the CSV file it turns a JSON
-    import into (``import_items_include_headings_row``).
+    ``person_count`` or error counters), as the real service's does. ``clock`` gives its
+    timestamps (the sandbox clock). ``extra_items`` are counted in an import's
+    ``items_total_count`` and ``items_completed_count`` besides its contacts: 1 models a service
+    that counts the headings row of the CSV file it turns a JSON import into
+    (``import_items_include_headings_row``).
     """
 
     __slots__ = (
         "activity_id",
+        "clock",
         "created_at",
         "extra_items",
         "fail_errors",
@@ -62,6 +69,7 @@ class Activity:
         kind: str = IMPORT,
         list_count: int = 0,
         extra_items: int = 0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.activity_id = str(uuid.uuid4())
         self.total = total
@@ -71,7 +79,8 @@ class Activity:
         self.fail_state = fail_state
         self.kind = kind
         self.list_count = list_count
-        self.created_at = self.updated_at = time.time()
+        self.clock = clock
+        self.created_at = self.updated_at = clock()
         self.progress = 0.0
         self.updated = time.monotonic()
 
@@ -103,9 +112,9 @@ class Activity:
             self.progress = min(float(self.total), self.progress + (now - self.updated) * rate)
         self.updated = now
         if self.done != before:
-            self.updated_at = time.time()
+            self.updated_at = self.clock()
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         """The activity as ``GET /v3/activities/{id}`` returns it."""
         state, done, total = self.state, self.done, self.total
         failed = state == self.fail_state and self.fail_errors is not None

@@ -35,7 +35,10 @@ class ConstantContactSandbox(SandboxControls):
 
     Use it as a context manager (``with ConstantContactSandbox() as sandbox:``) or call
     ``start()``/``stop()``. ``port=0`` picks a free port. Seeding, inspection and faults are
-    the methods of ``SandboxControls`` (controls.py).
+    the methods of ``SandboxControls`` (controls.py). ``membership_changes_move_updated_at``,
+    ``unsubscribe_removes_memberships``, ``unsubscribe_moves_updated_at``,
+    ``date_filters_inclusive`` and ``import_items_include_headings_row`` choose between the
+    readings of what the API leaves undocumented (docs/sandbox.md, docs/api-semantics.md).
     """
 
     def __init__(
@@ -53,11 +56,15 @@ class ConstantContactSandbox(SandboxControls):
         daily_quota: int = DEFAULT_DAILY_QUOTA,
         token_rate_limit: float = DEFAULT_TOKEN_RATE_LIMIT,
         processing_rate: float | None = None,
-        import_items_include_headings_row: bool = False,
         lists: Iterable[str] = (),
         custom_fields: Iterable[str] = (),
         device_code_ttl: float = DEFAULT_DEVICE_CODE_TTL,
         device_poll_interval: int = DEFAULT_DEVICE_POLL_INTERVAL,
+        membership_changes_move_updated_at: bool = True,
+        unsubscribe_removes_memberships: bool = False,
+        unsubscribe_moves_updated_at: bool = True,
+        date_filters_inclusive: bool = False,
+        import_items_include_headings_row: bool = False,
         verbose: bool = False,
     ) -> None:
         self.host = host
@@ -65,6 +72,11 @@ class ConstantContactSandbox(SandboxControls):
         self.lock = threading.RLock()
         self.state = SandboxState()
         self.state.processing_rate = processing_rate
+        # Readings of what V3 leaves undocumented (docs/api-semantics.md): each one modelled.
+        self.state.membership_changes_move_updated_at = membership_changes_move_updated_at
+        self.state.unsubscribe_removes_memberships = unsubscribe_removes_memberships
+        self.state.unsubscribe_moves_updated_at = unsubscribe_moves_updated_at
+        self.state.date_filters_inclusive = date_filters_inclusive
         self.state.import_items_include_headings_row = import_items_include_headings_row
         self.oauth = OAuthServer(
             client_id=client_id,
@@ -211,16 +223,6 @@ class ConstantContactSandbox(SandboxControls):
     def processing_rate(self, rate: float | None) -> None:
         with self.lock:
             self.state.set_processing_rate(rate)
-
-    @property
-    def import_items_include_headings_row(self) -> bool:
-        """Whether a JSON import's ``items_total_count`` counts one headings row more than contacts."""
-        return self.state.import_items_include_headings_row
-
-    @import_items_include_headings_row.setter
-    def import_items_include_headings_row(self, value: bool) -> None:
-        with self.lock:
-            self.state.import_items_include_headings_row = bool(value)
 
     @property
     def rate_limit(self) -> float:

@@ -77,7 +77,7 @@ def test_a_body_the_service_cuts_short_still_fails_the_waited_export(
     """Bodies over the service's 4 MiB (allowed here on purpose) lose their tail: the wait says so."""
     monkeypatch.setattr(passes, "MAX_IMPORT_BODY_BYTES", 5_000_000)
     monkeypatch.setattr(hook_module, "MAX_IMPORT_BODY_BYTES", 5_000_000)
-    constantcontact_sandbox.import_items_include_headings_row = True
+    constantcontact_sandbox.state.import_items_include_headings_row = True
     count = 30_000
     source = write_parquet(
         tmp_path / "wide.parquet",
@@ -112,7 +112,7 @@ def test_the_sandbox_counts_a_headings_row_only_when_asked(constantcontact_sandb
     hook = sandbox_hook(sandbox)
     contacts = [{"email": "a@example.com"}, {"email": "not-an-email"}]
     counted = hook.import_contacts(contacts, [sandbox.list_ids["L"]])["activity_id"]
-    sandbox.import_items_include_headings_row = False
+    sandbox.state.import_items_include_headings_row = False
     plain = hook.import_contacts(contacts, [sandbox.list_ids["L"]])["activity_id"]
     token = requests.post(
         sandbox.token_url,

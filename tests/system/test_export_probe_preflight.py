@@ -1,8 +1,8 @@
 """Issue 18 §3: every check that can fail without touching Constant Contact runs before the first
-change, in the real run and the dry run alike (``airflow dags test`` with a conf, sandbox over HTTP).
+change, in the real run and with plan_only alike (``airflow dags test`` with a conf, sandbox over HTTP).
 
 On the code before the fix each of these changed the account (a member removed, a list created)
-and then failed, or the dry run passed.
+and then failed, or the plan-only run passed.
 """
 
 from __future__ import annotations
@@ -69,9 +69,9 @@ def test_a_rejects_problem_fails_before_a_missing_list_is_created(
     assert "Brand new" not in constantcontact_sandbox.list_ids
 
 
-@pytest.mark.parametrize("dry_run", [False, True])
-def test_a_list_name_over_the_limit_fails_before_any_list_is_created_and_in_the_dry_run(
-    airflow_db: Path, constantcontact_sandbox: Any, tmp_path: Path, dry_run: bool
+@pytest.mark.parametrize("plan_only", [False, True])
+def test_a_list_name_over_the_limit_fails_before_any_list_is_created_and_when_planning_only(
+    airflow_db: Path, constantcontact_sandbox: Any, tmp_path: Path, plan_only: bool
 ) -> None:
     source = write_parquet(tmp_path / "segment.parquet", {"Email": ["a@example.com"]})
     long_name = "L" * 300
@@ -83,7 +83,7 @@ def test_a_list_name_over_the_limit_fails_before_any_list_is_created_and_in_the_
             "source": str(source),
             "list_names": ["Valid new", long_name],
             "create_missing_lists": True,
-            "dry_run": dry_run,
+            "plan_only": plan_only,
         },
     )
 

@@ -21,7 +21,7 @@ PARAMS = {
     "max_removal_ratio": 1.0,
     "rejects_path": None,
     "removals_path": None,
-    "dry_run": False,
+    "plan_only": False,
 }
 
 for native in (True, False):
