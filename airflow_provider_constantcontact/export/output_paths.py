@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +102,7 @@ def _source_reads(source: SegmentSource, output: OutputFile) -> bool:
     """Whether the source's files, folders or globs would read ``output``'s location."""
     if _is_local(output.path.protocol) != _is_local(source.protocol):
         return False
+    normalise: Callable[[str], str]
     if _is_local(source.protocol):
         normalise = os.path.realpath
         location = output.location
@@ -115,7 +116,7 @@ def _source_reads(source: SegmentSource, output: OutputFile) -> bool:
     return any(_normalised_entry(entry, normalise).includes(location) for entry in source.entries)
 
 
-def _normalised_entry(entry: SourceEntry, normalise: Any) -> SourceEntry:
+def _normalised_entry(entry: SourceEntry, normalise: Callable[[str], str]) -> SourceEntry:
     """``entry`` with its folder resolved; a glob keeps its pattern below the resolved base."""
     base = normalise(entry.base or ".")
     if entry.kind == "glob":
