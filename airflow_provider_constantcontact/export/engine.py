@@ -113,7 +113,9 @@ class SegmentExport:
                 removals, max_removal_ratio=settings.max_removal_ratio, contacts=scan.contacts
             )
         removals_file = self.outputs.get("removals_path")
-        removals_written = write_removals(removals_file.path, removals) if removals_file else None
+        removals_written = (
+            write_removals(removals_file.file, removals, settings.storage_conn_id) if removals_file else None
+        )
         self.reader.source.check_unchanged()
         # Every check has passed: from here on (unless planning only) Constant Contact changes.
         sender = None if settings.plan_only else hook
@@ -156,7 +158,7 @@ class SegmentExport:
         rejects_file = self.outputs.get("rejects_path")
         rejects = None
         if rejects_file and self.rejects_schema is not None:
-            rejects = RejectsWriter(rejects_file.path, self.rejects_schema)
+            rejects = RejectsWriter(rejects_file.file, self.rejects_schema, conn_id=settings.storage_conn_id)
         try:
             bodies = encode_bodies(self.reader, scan, settings, list_ids, rejects, truncated)
             if hook is None:

@@ -158,9 +158,9 @@ def send_removals(
     return activity_ids
 
 
-def write_removals(target: Any, removals: Sequence[ListRemovals]) -> int:
+def write_removals(path: str, removals: Sequence[ListRemovals], conn_id: str | None) -> int:
     """One Parquet row per membership to remove (planning only: that would be), before any is; the rows."""
-    output = ParquetOutput(target, REMOVALS_SCHEMA)
+    output = ParquetOutput(path, REMOVALS_SCHEMA, conn_id=conn_id)
     try:
         for plan in removals:
             if plan.count:

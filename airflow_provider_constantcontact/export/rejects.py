@@ -18,8 +18,14 @@ import pyarrow.parquet as pq
 
 from airflow_provider_constantcontact.exceptions import ExportOutputError
 from airflow_provider_constantcontact.export.output_paths import partial_path
+from airflow_provider_constantcontact.export.source import storage_path
 
 REASON_COLUMN = "reason"
+
+
+def output_path(path: str, conn_id: str | None = None) -> Any:
+    """The ``ObjectStoragePath`` of an output file (whose location ``check_outputs`` checked)."""
+    return storage_path(path, conn_id)
 
 
 def rejects_schema(columns: pa.Schema) -> pa.Schema:
@@ -38,13 +44,13 @@ class ParquetOutput:
     ``rows`` counts the rows written so far. :meth:`abort` drops what was written.
     """
 
-    def __init__(self, target: Any, schema: pa.Schema) -> None:
+    def __init__(self, path: str, schema: pa.Schema, *, conn_id: str | None = None) -> None:
         self.schema = schema
         self.rows = 0
-        self.target = target
+        self.target = output_path(path, conn_id)
         self.target.parent.mkdir(parents=True, exist_ok=True)
         # Hidden (a leading dot): never read as segment data, even inside a source folder.
-        self._partial = partial_path(target)
+        self._partial = partial_path(self.target)
         self._file = self._partial.open("wb")
         self._writer = pq.ParquetWriter(self._file, self.schema)
 
