@@ -2,8 +2,8 @@
 
 The wheel holds every module of the package (the sandbox included), ``py.typed`` and the
 provider-info entry point, and nothing from ``tests/``; a fresh virtualenv that installs it has
-Airflow list the provider. Slow (an isolated build, a fresh venv, an ``airflow`` process):
-marked ``system``.
+Airflow list the provider. Slow (an isolated build, a fresh venv, an ``airflow`` process): a
+``system`` test, like everything in ``tests/system/``.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT, airflow_env
-
-pytestmark = pytest.mark.system
 
 PACKAGE = "airflow_provider_constantcontact"
 DISTRIBUTION = "airflow-provider-constantcontact"
