@@ -10,19 +10,22 @@ from __future__ import annotations
 import json as jsonlib
 import logging
 from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlsplit
 
 from airflow.sdk import BaseHook
 
 from airflow_provider_constantcontact.constants import (
+    ACTIVITY_RECORD_DAYS,
     DEFAULT_API_BASE_URL,
     DEFAULT_TOKEN_URL,
     MAX_CONTACT_IDS_PER_REMOVAL,
     MAX_CUSTOM_FIELDS_PAGE_SIZE,
     MAX_IMPORT_BODY_BYTES,
     MAX_IMPORT_CONTACTS,
+    MAX_LISTS_PER_CONTACTS_QUERY,
     MAX_LISTS_PER_REQUEST,
     MAX_PAGE_SIZE,
     MAX_REQUESTS_PER_SECOND,
@@ -55,6 +58,7 @@ __all__ = [
     "MAX_LISTS_PER_REQUEST",
     "REQUIRED_SCOPES",
     "ConstantContactHook",
+    "api_timestamp",
 ]
 
 log = logging.getLogger(__name__)
@@ -62,6 +66,19 @@ log = logging.getLogger(__name__)
 #: Default pace of API calls (connection extra ``max_requests_per_second``): the API's own limit.
 DEFAULT_MAX_REQUESTS_PER_SECOND = MAX_REQUESTS_PER_SECOND
 MASKED_VALUE = "***"
+
+
+def api_timestamp(value: datetime | str) -> str:
+    """A date filter as the API takes it: ISO 8601 in UTC with milliseconds and ``Z``.
+
+    Strings pass as they are. A naive datetime is refused: read as local time or as UTC it
+    could shift the window of an ``updated_after`` query by hours and miss changes.
+    """
+    if isinstance(value, str):
+        return value
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"Give a timezone-aware datetime (e.g. in UTC), got the naive {value.isoformat()}")
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 class ConstantContactHook(BaseHook):
@@ -328,11 +345,19 @@ class ConstantContactHook(BaseHook):
             params["include_membership_count"] = "all"
         return self._paginate("/contact_lists", "lists", params)
 
-    def get_contact_list(self, list_id: str) -> dict:
-        """One contact list; :class:`ConstantContactNotFoundError` naming the id when unknown."""
+    def get_contact_list(
+        self, list_id: str, *, include_membership_count: bool | Literal["all", "active"] = False
+    ) -> dict:
+        """One contact list; :class:`ConstantContactNotFoundError` naming the id when unknown.
+
+        ``include_membership_count``: True or ``"all"`` adds ``membership_count`` (every member),
+        ``"active"`` counts only mailable members. One request whatever the list's size.
+        """
+        count = "all" if include_membership_count is True else include_membership_count or None
         return self.request(
             "GET",
             f"/contact_lists/{quote(str(list_id), safe='')}",
+            params={"include_membership_count": count} if count else None,
             not_found_message=(
                 f"Constant Contact has no contact list with id '{list_id}'. List ids are UUIDs: open the "
                 "list in the Constant Contact web app (Contacts > Lists) and copy the id from the page's "
@@ -401,7 +426,8 @@ class ConstantContactHook(BaseHook):
             "GET",
             f"/activities/{quote(str(activity_id), safe='')}",
             not_found_message=(
-                f"No activity '{activity_id}': Constant Contact keeps activity records for 10 days."
+                f"No activity '{activity_id}': Constant Contact keeps activity records for "
+                f"{ACTIVITY_RECORD_DAYS} days."
             ),
         )
 
@@ -423,17 +449,49 @@ class ConstantContactHook(BaseHook):
 
     # --------------------------------------------------------------------------------- contacts
     def iter_contact_pages(
-        self, list_id: str, *, status: str | None = None, limit: int = MAX_PAGE_SIZE
+        self,
+        list_id: str | None = None,
+        *,
+        status: str | None = None,
+        limit: int = MAX_PAGE_SIZE,
+        updated_after: datetime | str | None = None,
+        updated_before: datetime | str | None = None,
+        optout_after: datetime | str | None = None,
+        include: str | Sequence[str] = (),
+        lists: Sequence[str] | None = None,
     ) -> Iterator[list[dict]]:
-        """The members of one list, a page (``contacts`` items) per ``GET /contacts`` request.
+        """Contacts, a page (``contacts`` items) per ``GET /contacts`` request.
 
-        Yields one list per request, so a caller can count requests and log progress while
-        reading a large list (N members cost N / ``limit`` requests). ``status`` filters as the
-        API does (``all`` adds deleted contacts); ``limit`` is the page size, 1 to 500.
+        Yields one list per request, lazily, so a caller can count requests, log progress and
+        stop early (N contacts cost N / ``limit`` requests). Filters, as the API applies them:
+        ``list_id`` and/or ``lists`` (members of any of these lists, at most 25 ids in all);
+        ``status`` (``all`` adds deleted contacts); ``updated_after`` / ``updated_before`` /
+        ``optout_after`` (aware datetimes or ISO 8601 strings); ``include`` adds sub-resources
+        (``"list_memberships"``, ...). No filter is required: without one every contact of the
+        account is listed, a page at a time. ``limit`` is the page size, 1 to 500. Arguments
+        the API would refuse raise ``ValueError`` before any request.
         """
         if not 1 <= limit <= MAX_PAGE_SIZE:
             raise ValueError(f"limit must be 1 to {MAX_PAGE_SIZE}, got {limit}")
-        return self._pages("/contacts", "contacts", {"lists": list_id, "status": status, "limit": limit})
+        if isinstance(lists, str):
+            raise ValueError("lists takes a sequence of list ids, e.g. ['<uuid>', '<uuid>'], not one string")
+        list_ids = list(dict.fromkeys([*([list_id] if list_id else []), *(lists or ())]))
+        if len(list_ids) > MAX_LISTS_PER_CONTACTS_QUERY:
+            raise ValueError(
+                f"A contacts query takes at most {MAX_LISTS_PER_CONTACTS_QUERY} list ids, "
+                f"got {len(list_ids)}: query the lists in groups"
+            )
+        parts = [include] if isinstance(include, str) else list(include)
+        params = {
+            "lists": ",".join(list_ids) or None,
+            "status": status,
+            "updated_after": None if updated_after is None else api_timestamp(updated_after),
+            "updated_before": None if updated_before is None else api_timestamp(updated_before),
+            "optout_after": None if optout_after is None else api_timestamp(optout_after),
+            "include": ",".join(dict.fromkeys(parts)) or None,
+            "limit": limit,
+        }
+        return self._pages("/contacts", "contacts", params)
 
     def iter_contacts(
         self,
