@@ -326,7 +326,7 @@ def openlineage_facets(operator: BaseOperator, task_instance: Any = None) -> Any
         facets: dict[str, Any] = {}
         if "email" in field_mapping and inputs:
             facets["columnLineage"] = _column_lineage(field_mapping, inputs, segment_column)
-        statistics = {}
+        statistics: dict[str, Any] = {}
         if counts.get("contacts_submitted"):
             statistics["outputStatistics"] = OutputStatisticsOutputDatasetFacet(
                 rowCount=counts["contacts_submitted"]

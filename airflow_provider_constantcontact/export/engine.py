@@ -197,7 +197,7 @@ class SegmentExport:
         }
         if self.reader.filter is not None:
             summary["rows_filtered_out"] = self.reader.dataset.count_rows() - scan.rows_read
-        if rejects is not None:
+        if rejects is not None and settings.rejects_path:
             summary["rejects_path"] = file_path(settings.rejects_path)
             summary["rejects_written"] = rejects.rows
         self._check_accounting(summary, scan)

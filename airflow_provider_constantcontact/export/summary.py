@@ -41,13 +41,15 @@ class ExportSummary(_Always, total=False):
     #: With ``rejects_path``: where the rows not sent went, and how many.
     rejects_path: str
     rejects_written: int
-    #: After waiting: the activities' counters summed, their states, and ``waited``.
+    #: After waiting: the activities' counters summed (``utils.activities.STATUS_COUNTERS``;
+    #: ``list_count`` counts the lists of removal activities), their states, and ``waited``.
     items_total_count: int
     items_completed_count: int
     person_count: int
     error_count: int
     correctable_count: int
     cannot_add_to_list_count: int
+    list_count: int
     activity_states: dict[str, str]
     waited: bool
     #: list_names with create_missing_lists: the names created (or, when planning only, to create).

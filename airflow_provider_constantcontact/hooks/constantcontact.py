@@ -171,7 +171,7 @@ class ConstantContactHook(BaseHook):
     def max_requests_per_second(self) -> float:
         """Pace of API calls in this process; 0 turns pacing off."""
         value = self._extra.get("max_requests_per_second")
-        if value in (None, ""):
+        if value is None or value == "":
             return DEFAULT_MAX_REQUESTS_PER_SECOND
         try:
             rate = float(value)
@@ -202,22 +202,23 @@ class ConstantContactHook(BaseHook):
         conn = self.connection
         # No client secret means a public client (an application registered for PKCE or the
         # device flow without a secret): refreshes then send the client id in the form body.
+        client_id = conn.login
         missing = [
             label
             for label, value in (
-                ("Client ID (login)", conn.login),
+                ("Client ID (login)", client_id),
                 ("refresh_token (extra)", self._extra.get("refresh_token")),
             )
             if not value
         ]
-        if missing:
+        if missing or not client_id:
             raise ConstantContactAuthError(
                 f"Constant Contact connection '{self.constantcontact_conn_id}' lacks {', '.join(missing)}. "
                 "Run `constantcontact-auth` to obtain a refresh token and see docs/hook.md."
             )
         return TokenManager(
             conn_id=self.constantcontact_conn_id,
-            client_id=conn.login,
+            client_id=client_id,
             client_secret=conn.password,
             refresh_token=self._extra["refresh_token"],
             token_url=self.token_url,
@@ -262,15 +263,16 @@ class ConstantContactHook(BaseHook):
         method = method.upper()
         url = self._url(path)
         log_path = urlsplit(url).path  # never the query string: it may hold an email address
-        token = self.tokens.access_token()
-        for attempt in range(2):
+
+        def send(token: str) -> requests.Response:
             headers = {"Authorization": f"Bearer {token}", **(extra_headers or {})}
-            response = self._http.send(method, url, log_path=log_path, headers=headers, **kwargs)
-            if response.status_code == 401 and attempt == 0:
-                log.info("Constant Contact %s %s: 401, refreshing the access token once", method, log_path)
-                token = self.tokens.access_token(stale=token)
-                continue
-            break
+            return self._http.send(method, url, log_path=log_path, headers=headers, **kwargs)
+
+        token = self.tokens.access_token()
+        response = send(token)
+        if response.status_code == 401:
+            log.info("Constant Contact %s %s: 401, refreshing the access token once", method, log_path)
+            response = send(self.tokens.access_token(stale=token))
         if response.status_code >= 400:
             raise error_for_response(response, method, log_path, hint=not_found_message)
         return response
@@ -316,7 +318,23 @@ class ConstantContactHook(BaseHook):
             kwargs["extra_headers"] = {"Content-Type": "application/json"}
         return self._decode(self._send(method, path, **kwargs), method.upper())
 
-    def _pages(self, path: str, items_key: str, params: dict[str, Any] | None) -> Iterator[list[dict]]:
+    def _request_object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """:meth:`request` for a call the API answers with a JSON object; anything else fails."""
+        body = self.request(method, path, **kwargs)
+        if not isinstance(body, dict):
+            log_path = urlsplit(self._url(path)).path
+            raise ConstantContactError(
+                f"Constant Contact {method.upper()} {log_path} answered with no JSON object "
+                f"({type(body).__name__}): check the connection's api_base_url (default "
+                f"{DEFAULT_API_BASE_URL}).",
+                method=method.upper(),
+                path=log_path,
+            )
+        return body
+
+    def _pages(
+        self, path: str, items_key: str, params: dict[str, Any] | None
+    ) -> Iterator[list[dict[str, Any]]]:
         """Yield the items of each page, one request a page, following ``_links.next.href``.
 
         The only pagination loop of the hook. ``None`` params are left out; pages after the
@@ -330,7 +348,7 @@ class ConstantContactHook(BaseHook):
             next_path = ((body.get("_links") or {}).get("next") or {}).get("href")
             page_params = {}
 
-    def _paginate(self, path: str, items_key: str, params: dict[str, Any] | None) -> Iterator[dict]:
+    def _paginate(self, path: str, items_key: str, params: dict[str, Any] | None) -> Iterator[dict[str, Any]]:
         """Yield every item of every page (see :meth:`_pages`)."""
         for page in self._pages(path, items_key, params):
             yield from page
@@ -338,7 +356,7 @@ class ConstantContactHook(BaseHook):
     # ------------------------------------------------------------------------------ contact lists
     def iter_contact_lists(
         self, *, name: str | None = None, include_membership_count: bool = False
-    ) -> Iterator[dict]:
+    ) -> Iterator[dict[str, Any]]:
         """Every contact list (optionally filtered by ``name``), following pagination."""
         params: dict[str, Any] = {"limit": MAX_PAGE_SIZE, "name": name}
         if include_membership_count:
@@ -347,14 +365,14 @@ class ConstantContactHook(BaseHook):
 
     def get_contact_list(
         self, list_id: str, *, include_membership_count: bool | Literal["all", "active"] = False
-    ) -> dict:
+    ) -> dict[str, Any]:
         """One contact list; :class:`ConstantContactNotFoundError` naming the id when unknown.
 
         ``include_membership_count``: True or ``"all"`` adds ``membership_count`` (every member),
         ``"active"`` counts only mailable members. One request whatever the list's size.
         """
         count = "all" if include_membership_count is True else include_membership_count or None
-        return self.request(
+        return self._request_object(
             "GET",
             f"/contact_lists/{quote(str(list_id), safe='')}",
             params={"include_membership_count": count} if count else None,
@@ -365,7 +383,7 @@ class ConstantContactHook(BaseHook):
             ),
         )
 
-    def find_contact_list(self, name: str) -> dict | None:
+    def find_contact_list(self, name: str) -> dict[str, Any] | None:
         """The list whose name is ``name`` (exact, else the only case-insensitive match), or None."""
         candidates = [lst for lst in self.iter_contact_lists(name=name) if isinstance(lst, dict)]
         exact = [lst for lst in candidates if lst.get("name") == name]
@@ -376,22 +394,22 @@ class ConstantContactHook(BaseHook):
 
     def create_contact_list(
         self, name: str, *, description: str | None = None, favorite: bool = False
-    ) -> dict:
+    ) -> dict[str, Any]:
         """Create a contact list (409 → ConstantContactValidationError when the name exists)."""
         body: dict[str, Any] = {"name": name, "favorite": favorite}
         if description is not None:
             body["description"] = description
-        return self.request("POST", "/contact_lists", json=body)
+        return self._request_object("POST", "/contact_lists", json=body)
 
     # ---------------------------------------------------------------------------- custom fields
-    def get_custom_fields(self) -> list[dict]:
+    def get_custom_fields(self) -> list[dict[str, Any]]:
         """All custom fields (``custom_field_id``, ``name``, ``label``, ``type``), every page."""
         return list(
             self._paginate("/contact_custom_fields", "custom_fields", {"limit": MAX_CUSTOM_FIELDS_PAGE_SIZE})
         )
 
     # ---------------------------------------------------------------------------------- imports
-    def import_contacts(self, contacts: Sequence[dict], list_ids: Sequence[str]) -> dict:
+    def import_contacts(self, contacts: Sequence[dict[str, Any]], list_ids: Sequence[str]) -> dict[str, Any]:
         """Start a JSON import of ``contacts`` into ``list_ids``; return the activity."""
         if not 1 <= len(list_ids) <= MAX_LISTS_PER_REQUEST:
             raise ValueError(f"An import needs 1 to {MAX_LISTS_PER_REQUEST} list ids, got {len(list_ids)}")
@@ -406,7 +424,7 @@ class ConstantContactHook(BaseHook):
         ).encode()
         return self.import_contacts_body(body)
 
-    def import_contacts_body(self, body: bytes) -> dict:
+    def import_contacts_body(self, body: bytes) -> dict[str, Any]:
         """POST an already encoded JSON import body as is; return the activity.
 
         Bodies over :data:`MAX_IMPORT_BODY_BYTES` are refused, because the API would silently
@@ -417,12 +435,12 @@ class ConstantContactHook(BaseHook):
                 f"Import body of {len(body):,} bytes exceeds {MAX_IMPORT_BODY_BYTES:,}: Constant Contact "
                 "would silently drop the rest. Split the contacts into smaller batches."
             )
-        return self.request("POST", "/activities/contacts_json_import", data=body)
+        return self._request_object("POST", "/activities/contacts_json_import", data=body)
 
     # ------------------------------------------------------------------------------- activities
-    def get_activity(self, activity_id: str) -> dict:
+    def get_activity(self, activity_id: str) -> dict[str, Any]:
         """One bulk activity (state, percent_done, status counters, activity_errors)."""
-        return self.request(
+        return self._request_object(
             "GET",
             f"/activities/{quote(str(activity_id), safe='')}",
             not_found_message=(
@@ -431,17 +449,19 @@ class ConstantContactHook(BaseHook):
             ),
         )
 
-    def iter_activities(self, *, state: str | None = None, limit: int = MAX_PAGE_SIZE) -> Iterator[dict]:
+    def iter_activities(
+        self, *, state: str | None = None, limit: int = MAX_PAGE_SIZE
+    ) -> Iterator[dict[str, Any]]:
         """Recent activities (last 10 days), optionally in one ``state``, following pagination."""
         return self._paginate("/activities", "activities", {"limit": limit, "state": state})
 
-    def remove_list_memberships(self, contact_ids: Sequence[str], list_ids: Sequence[str]) -> dict:
+    def remove_list_memberships(self, contact_ids: Sequence[str], list_ids: Sequence[str]) -> dict[str, Any]:
         """Remove contacts (by contact id, at most 500) from lists (at most 50); return the activity."""
         if not 1 <= len(contact_ids) <= MAX_CONTACT_IDS_PER_REMOVAL:
             raise ValueError(f"Give 1 to {MAX_CONTACT_IDS_PER_REMOVAL} contact ids, got {len(contact_ids)}")
         if not 1 <= len(list_ids) <= MAX_LISTS_PER_REQUEST:
             raise ValueError(f"Give 1 to {MAX_LISTS_PER_REQUEST} list ids, got {len(list_ids)}")
-        return self.request(
+        return self._request_object(
             "POST",
             "/activities/remove_list_memberships",
             json={"source": {"contact_ids": list(contact_ids)}, "list_ids": list(list_ids)},
@@ -459,7 +479,7 @@ class ConstantContactHook(BaseHook):
         optout_after: datetime | str | None = None,
         include: str | Sequence[str] = (),
         lists: Sequence[str] | None = None,
-    ) -> Iterator[list[dict]]:
+    ) -> Iterator[list[dict[str, Any]]]:
         """Contacts, a page (``contacts`` items) per ``GET /contacts`` request.
 
         Yields one list per request, lazily, so a caller can count requests, log progress and
@@ -500,7 +520,7 @@ class ConstantContactHook(BaseHook):
         email: str | None = None,
         status: str | None = None,
         limit: int = MAX_PAGE_SIZE,
-    ) -> Iterator[dict]:
+    ) -> Iterator[dict[str, Any]]:
         """Contacts, optionally of one list / with one email / status, following pagination."""
         return self._paginate(
             "/contacts", "contacts", {"lists": list_id, "email": email, "status": status, "limit": limit}

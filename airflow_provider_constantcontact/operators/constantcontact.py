@@ -297,7 +297,7 @@ class ConstantContactSegmentExportOperator(BaseOperator):
         """
         if event.get("status") != "success":
             raise ConstantContactImportError(event.get("message") or f"Import wait ended with {event!r}")
-        summary: ExportSummary = dict(event.get("resume_state") or {})  # type: ignore[assignment]
+        summary: ExportSummary = dict(event.get("resume_state") or {})  # type: ignore[assignment]  # a plain dict from the trigger: checked next
         if "contacts_submitted" not in summary:
             raise ConstantContactImportError(
                 "The import wait ended without the export's summary (a trigger from an older version of "
@@ -310,7 +310,7 @@ class ConstantContactSegmentExportOperator(BaseOperator):
     def _finish(self, summary: ExportSummary, result: Mapping[str, Any]) -> ExportSummary:
         """Add the final activity counters; fail when Constant Contact took fewer contacts than sent."""
         totals = dict(result["totals"])
-        summary.update(totals)  # type: ignore[typeddict-item]
+        summary.update(totals)  # type: ignore[typeddict-item]  # STATUS_COUNTERS: all ExportSummary keys
         summary["activity_states"] = {aid: entry["state"] for aid, entry in result["activities"].items()}
         summary["waited"] = True
         self.log.info(

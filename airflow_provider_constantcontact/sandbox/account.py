@@ -103,9 +103,10 @@ class Account:
     # -- contact lists -----------------------------------------------------------------------
 
     def create_list(
-        self, name: str, description: str | None = None, favorite: bool = False
+        self, name: object, description: str | None = None, favorite: bool = False
     ) -> dict[str, Any]:
-        """Create a list; 409 when the name (case-insensitive) exists, 400 past 1,000 lists."""
+        """Create a list; 400 unless ``name`` (as the request gave it) is 1 to 255 characters, 409
+        when it exists (case-insensitive), 400 past 1,000 lists."""
         if not isinstance(name, str) or not 1 <= len(name.strip()) <= 255:
             raise bad_request("name must be 1 to 255 characters.", "contact_lists.name.invalid")
         if name.lower() in self._list_names:

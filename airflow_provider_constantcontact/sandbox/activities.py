@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
 from functools import lru_cache
+from typing import Any
 
 #: Per-item outcome codes stored in ``Activity.outcomes`` (one byte per item).
 OK = 0  # contact created or updated (and added to or removed from the lists)
@@ -107,7 +108,7 @@ class Activity:
         if self.done != before:
             self.updated_at = self.clock()
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         """The activity as ``GET /v3/activities/{id}`` returns it."""
         state, done, total = self.state, self.done, self.total
         failed = state == self.fail_state and self.fail_errors is not None

@@ -24,6 +24,7 @@ from airflow_provider_constantcontact.exceptions import (
 )
 from airflow_provider_constantcontact.export import engine, passes
 from airflow_provider_constantcontact.export.batches import envelope
+from airflow_provider_constantcontact.export.summary import ExportSummary
 from airflow_provider_constantcontact.operators.constantcontact import (
     ConstantContactSegmentExportOperator,
     normalize_list_ids,
@@ -445,6 +446,7 @@ def test_wait_adds_final_counters(make_export, constantcontact_sandbox, tmp_path
     assert summary["cannot_add_to_list_count"] == 1
     assert summary["error_count"] == 0
     assert set(summary["activity_states"].values()) == {"completed"}
+    assert set(summary) <= ExportSummary.__required_keys__ | ExportSummary.__optional_keys__
 
 
 def test_mismatch_between_sent_and_reported_fails_loudly(make_export, tmp_path, monkeypatch) -> None:
