@@ -40,10 +40,11 @@ def is_airflow_command(args: str | bytes | os.PathLike[str] | Sequence[Any]) -> 
 
 @pytest.hookimpl(tryfirst=True)  # before -m selects on the markers
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    system_folders = {TESTS / folder for folder in SYSTEM_FOLDERS}
     for item in items:
-        parts = item.path.resolve().relative_to(TESTS).parts
+        in_system_folder = not system_folders.isdisjoint(item.path.resolve().parents)
         uses_processes = PROCESS_FIXTURES & set(getattr(item, "fixturenames", ()))
-        if parts[0] in SYSTEM_FOLDERS or uses_processes:
+        if in_system_folder or uses_processes:
             item.add_marker(pytest.mark.system)
 
 
