@@ -27,6 +27,7 @@ from airflow_provider_constantcontact.export.mirror import (
     write_removals,
 )
 from airflow_provider_constantcontact.export.passes import SegmentScan, encode_bodies, scan_segment
+from airflow_provider_constantcontact.export.preflight import create_or_find_list
 from airflow_provider_constantcontact.export.reader import SegmentReader, check_column_types
 from airflow_provider_constantcontact.export.rejects import RejectsWriter, file_path, output_path
 from airflow_provider_constantcontact.export.sender import send_bodies
@@ -119,9 +120,7 @@ class SegmentExport:
                 self.log.info("Dry run: would create the contact list %r", name)
                 list_ids.append(NEW_LIST_PLACEHOLDER)
             else:
-                created = hook.create_contact_list(name)
-                self.log.info("Created the contact list %r: %s", name, created["list_id"])
-                list_ids.append(created["list_id"])
+                list_ids.append(create_or_find_list(hook, name, self.log))
         summary = self.import_segment(sender, scan, list_ids)
         if targets.names_to_create and sender is None:
             summary["lists_to_create"] = list(targets.names_to_create)
