@@ -34,7 +34,6 @@ from airflow_provider_constantcontact.export.sender import send_bodies
 from airflow_provider_constantcontact.export.settings import NEW_LIST_PLACEHOLDER, ExportSettings, ListTargets
 from airflow_provider_constantcontact.export.source import SegmentSource
 from airflow_provider_constantcontact.export.summary import ExportSummary
-from airflow_provider_constantcontact.utils.redaction import redact_emails
 
 if TYPE_CHECKING:
     from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
@@ -83,13 +82,12 @@ class SegmentExport:
             )
         if self.reader.filter is not None and scan.rows_read == 0:
             self.log.warning(
-                "No row of %r matches segments=%r, so nothing will be exported. The most common "
-                "values of %r are (value: rows): %s. Segment values are compared exactly (case too).",
+                "No row of %r matches segments=%r, so nothing will be exported; segment values are "
+                "compared exactly (case and spaces too). %s",
                 settings.segment_column,
                 settings.segments,
-                settings.segment_column,
-                # Segment labels, not personal data; were the column to hold emails, none is shown.
-                redact_emails(str(self.reader.segment_values(settings.segment_column or ""))),
+                # Counts and masked values only: the column may hold names or emails by mistake.
+                self.reader.segment_values(settings.segment_column or "", settings.segments or []).describe(),
             )
         return scan
 

@@ -116,28 +116,39 @@ def _concat(chunks: list[pa.Array], data_type: pa.DataType) -> pa.Array:
 
 def check_removal_guard(removals: Sequence[ListRemovals], *, max_removal_ratio: float, contacts: int) -> None:
     """Refuse, before any change to any list, removals over the ratio or an empty segment emptying a list."""
-    problems = []
+    empty_segment, over_ratio = [], []
     for plan in removals:
         if not plan.count:
             continue
-        if contacts == 0:
-            problems.append(
-                f"list {plan.list_id}: the segment has no valid contact, so mirroring would remove all "
-                f"{plan.count:,} members (an empty segment never empties a list)"
-            )
-            continue
         ratio = plan.count / plan.members_before
-        if ratio > max_removal_ratio:
-            problems.append(
+        if contacts == 0:
+            empty_segment.append(
+                f"list {plan.list_id}: {plan.count:,} of its {plan.members_before:,} members ({ratio:.1%})"
+            )
+        elif ratio > max_removal_ratio:
+            over_ratio.append(
                 f"list {plan.list_id}: {plan.count:,} of its {plan.members_before:,} members "
                 f"({ratio:.1%}) would be removed, more than max_removal_ratio={max_removal_ratio:g}"
             )
+    problems = []
+    if empty_segment:
+        problems.append(
+            "the segment has no valid contact, so mirroring would remove "
+            + "; ".join(empty_segment)
+            + ". A segment without a valid contact never removes anyone, whatever max_removal_ratio: "
+            "check the source, segment_column/segments and the email column (the summary's rejected "
+            "counts say why rows were not valid)"
+        )
+    if over_ratio:
+        problems.append(
+            "; ".join(over_ratio) + ". If the segment is right, raise max_removal_ratio "
+            "(1.0 turns the ratio check off) and run again; otherwise fix the segment"
+        )
     if problems:
         raise ConstantContactExportError(
             "Mirror removal guard: "
-            + "; ".join(problems)
-            + ". Nothing was imported or removed for any list. If the segment is right, raise "
-            "max_removal_ratio (1.0 turns the guard off) and run again; otherwise fix the segment."
+            + " Also: ".join(problems)
+            + ". Nothing was imported or removed for any list."
         )
 
 

@@ -138,7 +138,7 @@ def test_an_empty_segment_never_empties_a_list(
 ) -> None:
     source = _segment(tmp_path, [("not-an-email", None, "vip"), (None, None, "vip")])
     constantcontact_sandbox.clear_request_log()
-    with pytest.raises(ConstantContactExportError, match="no valid contact.*never empties a list"):
+    with pytest.raises(ConstantContactExportError, match="no valid contact.*never removes anyone"):
         run(
             make_export(
                 source=str(source),
