@@ -287,7 +287,7 @@ def test_lists_by_name_resolved_and_created(make_export, constantcontact_sandbox
 
 def test_list_names_matched_exactly(make_export, constantcontact_sandbox, vip_list, tmp_path) -> None:
     source = write_parquet(tmp_path / "s.parquet", {"Email": ["a@example.com"]})
-    with pytest.raises(ConstantContactNotFoundError, match="No contact list reads as 'vip customers', but 'VIP customers'"):
+    with pytest.raises(ConstantContactNotFoundError, match="reads as 'vip customers', but 'VIP customers'"):
         run(
             make_export(
                 source=str(source),

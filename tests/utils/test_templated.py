@@ -13,7 +13,6 @@ from typing import Any
 import jinja2
 import jinja2.nativetypes
 import pytest
-
 from airflow.sdk import DAG
 
 from airflow_provider_constantcontact.operators.constantcontact import (
