@@ -19,6 +19,7 @@ import pyarrow as pa
 from airflow_provider_constantcontact.constants import MAX_IMPORT_BODY_BYTES, MAX_IMPORT_CONTACTS
 from airflow_provider_constantcontact.exceptions import ConstantContactExportError, SegmentSourceError
 from airflow_provider_constantcontact.export.batches import ImportBody
+from airflow_provider_constantcontact.export.journal import RemovalJournal
 from airflow_provider_constantcontact.export.mirror import (
     ListRemovals,
     check_removal_guard,
@@ -125,7 +126,18 @@ class SegmentExport:
         elif targets.names_to_create:
             summary["lists_created"] = list(targets.names_to_create)
         if mirror:
-            removal_ids = send_removals(sender, removals, self.log)
+            journal = None
+            if settings.removals_path and sender is not None:
+                journal = RemovalJournal(settings.removals_path, settings.storage_conn_id)
+                self.log.info(
+                    "Each removal request is journaled before it is sent, in %s (%d entries left by "
+                    "earlier runs that did not finish)",
+                    journal.path,
+                    len(journal.earlier),
+                )
+            removal_ids = send_removals(
+                sender, removals, self.log, before_request=journal.record if journal else None
+            )
             summary["activity_ids"] = [*summary["activity_ids"], *removal_ids]
             summary["removal_activity_ids"] = removal_ids
             summary["removed"] = {plan.list_id: plan.count for plan in removals}
@@ -133,9 +145,10 @@ class SegmentExport:
             summary["listing_requests"] = listing_requests
             if settings.removals_path:
                 summary["removals_path"] = file_path(settings.removals_path)
-                summary["removals_written"] = write_removals(
-                    settings.removals_path, removals, settings.storage_conn_id
-                )
+                written = write_removals(settings.removals_path, removals, settings.storage_conn_id, journal)
+                summary["removals_written"] = written
+                if journal is not None:
+                    summary["removals_recovered"] = written - sum(plan.count for plan in removals)
         return summary
 
     def import_segment(
