@@ -57,12 +57,13 @@ class ConstantContactSandbox(SandboxControls):
         custom_fields: Iterable[str] = (),
         device_code_ttl: float = DEFAULT_DEVICE_CODE_TTL,
         device_poll_interval: int = DEFAULT_DEVICE_POLL_INTERVAL,
+        list_name_reading: str = "casefold",
         verbose: bool = False,
     ) -> None:
         self.host = host
         self._requested_port = port
         self.lock = threading.RLock()
-        self.state = SandboxState()
+        self.state = SandboxState(list_name_reading)
         self.state.processing_rate = processing_rate
         self.oauth = OAuthServer(
             client_id=client_id,
