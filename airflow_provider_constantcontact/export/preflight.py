@@ -145,11 +145,8 @@ def _resolve_names(
     log: logging.Logger | Any,
 ) -> ListTargets:
     """Ids for ``list_names`` (and a check of ``list_ids``) in one pass over the account's lists."""
-    by_reading: dict[str, list[dict]] = {}
-    known_ids = set()
-    for contact_list in _account_lists(hook):
-        known_ids.add(contact_list.get("list_id"))
-        by_reading.setdefault(reads_as(str(contact_list.get("name"))), []).append(contact_list)
+    by_reading = _lists_by_reading(hook)
+    known_ids = {item.get("list_id") for items in by_reading.values() for item in items}
     unknown_ids = [list_id for list_id in list_ids if list_id not in known_ids]
     if unknown_ids:
         raise unknown_list_ids_error(unknown_ids)
@@ -167,6 +164,14 @@ def _resolve_names(
         )
     log.info("Lists by name: %d found, %d to create", len(list_names) - len(missing), len(missing))
     return ListTargets(list(dict.fromkeys(resolved)), missing)
+
+
+def _lists_by_reading(hook: ConstantContactHook) -> dict[str, list[dict]]:
+    """Every list of the account (one pass), grouped by how its name reads (:func:`reads_as`)."""
+    by_reading: dict[str, list[dict]] = {}
+    for contact_list in _account_lists(hook):
+        by_reading.setdefault(reads_as(str(contact_list.get("name"))), []).append(contact_list)
+    return by_reading
 
 
 def find_list_by_name(by_reading: dict[str, list[dict]], name: str) -> str | None:
@@ -206,15 +211,12 @@ def create_or_find_list(hook: ConstantContactHook, name: str, log: logging.Logge
     except ConstantContactError as err:
         if err.status != 409:
             raise
-        by_reading: dict[str, list[dict]] = {}
-        for contact_list in _account_lists(hook):
-            by_reading.setdefault(reads_as(str(contact_list.get("name"))), []).append(contact_list)
-        list_id = find_list_by_name(by_reading, name)
+        list_id = find_list_by_name(_lists_by_reading(hook), name)
         if list_id is None:
             raise ConstantContactValidationError(
                 f"Creating the contact list {name!r} failed with 409 (the name exists), but no list "
                 "reads as that name: Constant Contact compares list names in a way this provider does "
-                "not; rename the existing list or give its id in list_ids. Nothing was imported"
+                "not; rename the existing list or give its id in list_ids. No contact was imported or removed"
             ) from err
         log.info("The contact list %r was created meanwhile (by another run?): using %s", name, list_id)
         return list_id
