@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 from airflow_provider_constantcontact.export.rejects import ParquetOutput, file_path
 from airflow_provider_constantcontact.export.source import storage_path
 
-#: One row per removed (or, in a dry run, to-be-removed) membership; ``requested_at`` is when its
-#: removal request was about to be sent (null in a dry run, which sends none).
+#: One row per removed (or, when planning only, to-be-removed) membership; ``requested_at`` is when its
+#: removal request was about to be sent (null when planning only: nothing is sent).
 REMOVALS_SCHEMA = pa.schema(
     [
         pa.field("list_id", pa.string()),
@@ -41,7 +41,7 @@ def journal_folder(removals_path: str) -> str:
 def removal_rows(
     list_id: str, contact_ids: pa.Array, emails: pa.Array, requested_at: float | None
 ) -> pa.RecordBatch:
-    """The rows of one list's removals (``requested_at`` a POSIX time, or None in a dry run)."""
+    """The rows of one list's removals (``requested_at`` a POSIX time, or None when planning only)."""
     count = len(contact_ids)
     when = None if requested_at is None else int(requested_at * 1_000_000)
     return pa.record_batch(

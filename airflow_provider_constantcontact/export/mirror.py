@@ -158,7 +158,7 @@ def send_removals(
     *,
     before_request: Callable[[str, pa.Array, pa.Array], None] | None = None,
 ) -> list[str]:
-    """Remove the memberships, 500 contact ids a request (``hook`` None: a dry run); the activity ids.
+    """Remove the memberships, 500 contact ids a request (``hook`` None: plan only); the activity ids.
 
     ``before_request(list_id, contact_ids, emails)`` is called with each request's memberships
     before it is sent (:meth:`.journal.RemovalJournal.record`): a failure there sends nothing more.
@@ -184,7 +184,7 @@ def write_removals(
     """Write the removals file: one Parquet row per removed membership; the rows written.
 
     With ``journal`` (a run that sent its removals): every journaled membership, this run's and
-    those earlier runs left, after which those entries are deleted. Without (a dry run): the
+    those earlier runs left, after which those entries are deleted. Without (planning only): the
     memberships of ``removals``, to be removed.
     """
     output = ParquetOutput(path, REMOVALS_SCHEMA, conn_id=conn_id)

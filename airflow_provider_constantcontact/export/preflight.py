@@ -112,7 +112,7 @@ def _unknown_list_ids(hook: ConstantContactHook, list_ids: list[str]) -> list[st
     return [list_id for list_id in list_ids if list_id in missing]
 
 
-def _account_lists(hook: ConstantContactHook) -> Iterator[dict]:
+def _account_lists(hook: ConstantContactHook) -> Iterator[dict[str, Any]]:
     """Every contact list of the account; a 404 is told apart from a wrong API URL first."""
     try:
         yield from hook.iter_contact_lists()
@@ -146,7 +146,7 @@ def _resolve_names(
 ) -> ListTargets:
     """Ids for ``list_names`` (and a check of ``list_ids``) in one pass over the account's lists."""
     by_reading = _lists_by_reading(hook)
-    known_ids = {item.get("list_id") for items in by_reading.values() for item in items}
+    known_ids: set[str] = {item["list_id"] for items in by_reading.values() for item in items}
     unknown_ids = [list_id for list_id in list_ids if list_id not in known_ids]
     if unknown_ids:
         raise unknown_list_ids_error(unknown_ids)
@@ -166,15 +166,15 @@ def _resolve_names(
     return ListTargets(list(dict.fromkeys(resolved)), missing)
 
 
-def _lists_by_reading(hook: ConstantContactHook) -> dict[str, list[dict]]:
+def _lists_by_reading(hook: ConstantContactHook) -> dict[str, list[dict[str, Any]]]:
     """Every list of the account (one pass), grouped by how its name reads (:func:`reads_as`)."""
-    by_reading: dict[str, list[dict]] = {}
+    by_reading: dict[str, list[dict[str, Any]]] = {}
     for contact_list in _account_lists(hook):
         by_reading.setdefault(reads_as(str(contact_list.get("name"))), []).append(contact_list)
     return by_reading
 
 
-def find_list_by_name(by_reading: dict[str, list[dict]], name: str) -> str | None:
+def find_list_by_name(by_reading: dict[str, list[dict[str, Any]]], name: str) -> str | None:
     """The id of the one list that reads as ``name``; None when no list reads like it at all.
 
     ``by_reading`` maps :func:`reads_as` of each list's name to the lists. Fails when two lists
