@@ -4,7 +4,7 @@ Every check that can fail without changing Constant Contact runs first, and the 
 planning only: the local ones when :class:`SegmentExport` is made (columns and types, the outputs'
 locations and that they can be written, :mod:`.output_paths`), then, in :meth:`SegmentExport.run`,
 pass one (:mod:`.passes`; ``max_contacts``), each target list's members and the removal guard
-(mirror mode, :mod:`.mirror`), the removals file, and that the source is unchanged. Only then
+(mirror mode, :mod:`.mirror`), and that the source is unchanged. Only then
 are missing lists created, the bodies of pass two sent through the hook from a background
 thread (:mod:`.sender`) and the members who left removed. Nothing here knows about Airflow
 tasks: the operator builds :class:`ExportSettings` and :class:`ListTargets` and runs
@@ -23,6 +23,7 @@ import pyarrow as pa
 from airflow_provider_constantcontact.constants import MAX_IMPORT_BODY_BYTES, MAX_IMPORT_CONTACTS
 from airflow_provider_constantcontact.exceptions import ConstantContactExportError
 from airflow_provider_constantcontact.export.batches import ImportBody
+from airflow_provider_constantcontact.export.journal import RemovalJournal
 from airflow_provider_constantcontact.export.mirror import (
     ListRemovals,
     check_removal_guard,
@@ -32,13 +33,13 @@ from airflow_provider_constantcontact.export.mirror import (
 )
 from airflow_provider_constantcontact.export.output_paths import check_outputs
 from airflow_provider_constantcontact.export.passes import SegmentScan, encode_bodies, scan_segment
+from airflow_provider_constantcontact.export.preflight import create_or_find_list
 from airflow_provider_constantcontact.export.reader import SegmentReader, check_column_types
 from airflow_provider_constantcontact.export.rejects import RejectsWriter, rejects_schema
 from airflow_provider_constantcontact.export.sender import send_bodies
 from airflow_provider_constantcontact.export.settings import NEW_LIST_PLACEHOLDER, ExportSettings, ListTargets
 from airflow_provider_constantcontact.export.source import SegmentSource
 from airflow_provider_constantcontact.export.summary import ExportSummary
-from airflow_provider_constantcontact.utils.redaction import redact_emails
 
 if TYPE_CHECKING:
     from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
@@ -82,22 +83,22 @@ class SegmentExport:
             )
         if self.reader.filter is not None and scan.rows_read == 0:
             self.log.warning(
-                "No row of %r matches segments=%r, so nothing will be exported. The most common "
-                "values of %r are (value: rows): %s. Segment values are compared exactly (case too).",
+                "No row of %r matches segments=%r, so nothing will be exported; segment values are "
+                "compared exactly (case and spaces too). %s",
                 settings.segment_column,
                 settings.segments,
-                settings.segment_column,
-                # Segment labels, not personal data; were the column to hold emails, none is shown.
-                redact_emails(str(self.reader.segment_values(settings.segment_column or ""))),
+                # Counts and masked values only: the column may hold names or emails by mistake.
+                self.reader.segment_values(settings.segment_column or "", settings.segments or []).describe(),
             )
         return scan
 
     def run(self, hook: ConstantContactHook, targets: ListTargets) -> ExportSummary:
         """The whole export in the documented order; the summary.
 
-        Read the segment; in mirror mode read each list's members, check the removal guard and
-        write the removals file; then (unless planning only) create the missing lists, import, and
-        remove the members who left. Nothing changes in Constant Contact before every check passed.
+        Read the segment; in mirror mode read each list's members and check the removal guard;
+        then (unless planning only) create the missing lists, import, and remove the members who
+        left (journaled, then the removals file). Nothing changes in Constant Contact before every
+        check passed.
         """
         settings = self.settings
         scan = self.scan()
@@ -113,9 +114,6 @@ class SegmentExport:
                 removals, max_removal_ratio=settings.max_removal_ratio, contacts=scan.contacts
             )
         removals_file = self.outputs.get("removals_path")
-        removals_written = (
-            write_removals(removals_file.file, removals, settings.storage_conn_id) if removals_file else None
-        )
         self.reader.source.check_unchanged()
         # Every check has passed: from here on (unless planning only) Constant Contact changes.
         sender = None if settings.plan_only else hook
@@ -125,24 +123,36 @@ class SegmentExport:
                 self.log.info("Plan only: would create the contact list %r", name)
                 list_ids.append(NEW_LIST_PLACEHOLDER)
             else:
-                created = hook.create_contact_list(name)
-                self.log.info("Created the contact list %r: %s", name, created["list_id"])
-                list_ids.append(created["list_id"])
+                list_ids.append(create_or_find_list(hook, name, self.log))
         summary = self.import_segment(sender, scan, list_ids)
         if targets.names_to_create and sender is None:
             summary["lists_to_create"] = list(targets.names_to_create)
         elif targets.names_to_create:
             summary["lists_created"] = list(targets.names_to_create)
         if mirror:
-            removal_ids = send_removals(sender, removals, self.log)
+            journal = None
+            if removals_file and sender is not None:
+                journal = RemovalJournal(removals_file.file, settings.storage_conn_id)
+                self.log.info(
+                    "Each removal request is journaled before it is sent, in %s (%d entries left by "
+                    "earlier runs that did not finish)",
+                    journal.path,
+                    len(journal.earlier),
+                )
+            removal_ids = send_removals(
+                sender, removals, self.log, before_request=journal.record if journal else None
+            )
             summary["activity_ids"] = [*summary["activity_ids"], *removal_ids]
             summary["removal_activity_ids"] = removal_ids
             summary["removed"] = {plan.list_id: plan.count for plan in removals}
             summary["members_before"] = {plan.list_id: plan.members_before for plan in removals}
             summary["listing_requests"] = listing_requests
-        if removals_file and removals_written is not None:
-            summary["removals_path"] = removals_file.file
-            summary["removals_written"] = removals_written
+            if removals_file:
+                summary["removals_path"] = removals_file.file
+                written = write_removals(removals_file.file, removals, settings.storage_conn_id, journal)
+                summary["removals_written"] = written
+                if journal is not None:
+                    summary["removals_recovered"] = written - sum(plan.count for plan in removals)
         return summary
 
     def import_segment(
