@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseHook
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider_constantcontact._compat import aget_connection
 from airflow_provider_constantcontact.utils.activities import (
     ActivityPoller,
     next_poll_interval,
@@ -91,7 +91,7 @@ class ConstantContactImportTrigger(BaseTrigger):
         )
 
     async def _make_hook(self) -> ConstantContactHook:
-        connection = await BaseHook.aget_connection(self.constantcontact_conn_id)
+        connection = await aget_connection(self.constantcontact_conn_id)
         # Imported and built off the loop: the hook's import (requests, ...) would otherwise be
         # the triggerer's first blocking moment; the triggerer imports this module on its loop.
         return await asyncio.to_thread(_build_hook, self.constantcontact_conn_id, connection)

@@ -13,7 +13,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from airflow.sdk.exceptions import TaskDeferred
 
 from airflow_provider_constantcontact.exceptions import (
     ConstantContactImportError,
@@ -29,6 +28,7 @@ from airflow_provider_constantcontact.operators.constantcontact import (
     normalize_list_ids,
 )
 from airflow_provider_constantcontact.utils.templated import parse_list
+from tests.airflow_compat import TaskDeferred
 from tests.export.test_source import write_corrupt_data_page
 from tests.operators.conftest import IMPORT_PATH, FakeTI, imports_in_log, run, write_parquet
 

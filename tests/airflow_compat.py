@@ -1,0 +1,40 @@
+"""Airflow names the tests use that moved between Airflow 3 lines, resolved for the one installed.
+
+The provider's own code resolves its names in ``airflow_provider_constantcontact._compat``; these
+are the extra ones only tests touch (exceptions a task raises, the secrets masker).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from airflow import __version__ as AIRFLOW_VERSION
+from packaging.version import Version
+
+AIRFLOW = Version(AIRFLOW_VERSION).release[:2]
+
+
+def _first(name: str, *modules: str) -> Any:
+    for module_name in modules:
+        try:
+            value = getattr(importlib.import_module(module_name), name, None)
+        except ImportError:
+            continue
+        if value is not None:
+            return value
+    raise ImportError(f"{name} is in none of {modules}")
+
+
+def _exception(name: str) -> type[BaseException]:
+    """From ``airflow.sdk.exceptions`` (3.2+) or ``airflow.exceptions`` (3.0, 3.1)."""
+    return _first(name, "airflow.sdk.exceptions", "airflow.exceptions")
+
+
+TaskDeferred = _exception("TaskDeferred")
+AirflowRescheduleException = _exception("AirflowRescheduleException")
+AirflowSensorTimeout = _exception("AirflowSensorTimeout")
+redact: Callable[..., Any] = _first(
+    "redact", "airflow.sdk._shared.secrets_masker", "airflow.sdk.execution_time.secrets_masker"
+)
