@@ -1,7 +1,8 @@
 """Airflow names the tests use that moved between Airflow 3 lines, resolved for the one installed.
 
 The provider's own code resolves its names in ``airflow_provider_constantcontact._compat``; these
-are the extra ones only tests touch (exceptions a task raises, the secrets masker).
+are the extra ones only tests touch (exceptions a task raises, the secrets masker, the DAG bag,
+the object storage registry).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from airflow import __version__ as AIRFLOW_VERSION
 from packaging.version import Version
 
+#: (major, minor) of the installed Airflow, for tests of behaviour that differs by line.
 AIRFLOW = Version(AIRFLOW_VERSION).release[:2]
 
 
@@ -38,3 +40,10 @@ AirflowSensorTimeout = _exception("AirflowSensorTimeout")
 redact: Callable[..., Any] = _first(
     "redact", "airflow.sdk._shared.secrets_masker", "airflow.sdk.execution_time.secrets_masker"
 )
+DagBag: Any = _first("DagBag", "airflow.dag_processing.dagbag", "airflow.models.dagbag")
+
+
+def object_storage_registry() -> dict[str, Callable[..., Any]]:
+    """Airflow's scheme -> filesystem factory table (``airflow.sdk.io.fs``; ``airflow.io`` on 3.0)."""
+    registered_filesystems = _first("_register_filesystems", "airflow.sdk.io.fs", "airflow.io")
+    return registered_filesystems()

@@ -21,6 +21,8 @@ from tests.system.dag_runs import airflow_dags_test, describe, latest_run, load_
 DAGS = Path(__file__).parent / "lineage_dags"
 DAG_ID = "constantcontact_lineage_check"
 TASK_ID = "export_segment"
+#: One worker runs the whole module under pytest-xdist (--dist loadgroup): one export for all.
+pytestmark = pytest.mark.xdist_group("lineage_dags")
 
 demo = load_demo()
 
