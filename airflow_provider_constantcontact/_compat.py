@@ -18,6 +18,10 @@ Shims:
 
 - :func:`aget_connection`: ``BaseHook.aget_connection`` from 3.1; on 3.0 the blocking lookup
   through asgiref's ``sync_to_async``, which keeps the triggerer's supervisor channel on its loop.
+- :func:`run_blocking`: blocking work of a trigger (HTTP, Variables) off the event loop. The
+  triggerer's supervisor channel accepts calls from other threads from 3.2; on 3.0 and 3.1 it
+  must be reached through asgiref's ``sync_to_async``, or a Variable read in the thread fails
+  with "attached to a different loop".
 - :func:`legacy_connection_form_widgets`: the connection form's extra fields as Airflow 3.0 and
   3.1 read them from the hook (WTForms fields, which their API server swaps for
   its own stand-ins; 3.2+ reads ``conn-fields`` from provider info and never calls them). On 3.0
@@ -41,11 +45,12 @@ Shims:
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import sys
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseHook as BaseHook
@@ -80,6 +85,7 @@ _MOVED_NAMES: dict[str, tuple[str, ...]] = {
     "AirflowSensorTimeout": ("airflow.sdk.exceptions", "airflow.exceptions"),
 }
 _degraded: set[str] = set()
+_T = TypeVar("_T")
 
 
 def __getattr__(name: str) -> Any:
@@ -209,6 +215,17 @@ async def aget_connection(conn_id: str) -> Connection:
     from asgiref.sync import sync_to_async  # Airflow 3.0: its triggerer's own way
 
     return await sync_to_async(hook_class.get_connection)(conn_id)
+
+
+async def run_blocking(func: Callable[..., _T], *args: Any) -> _T:
+    """Run blocking ``func(*args)`` in a worker thread from a trigger, supervisor channel usable."""
+    from airflow import __version__
+
+    if tuple(int(part) for part in __version__.split(".")[:2]) >= (3, 2):
+        return await asyncio.to_thread(func, *args)
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(func, thread_sensitive=False)(*args)
 
 
 # --------------------------------------------------------------------- connection form (3.0, 3.1)

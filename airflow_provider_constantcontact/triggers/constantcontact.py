@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_constantcontact._compat import aget_connection
+from airflow_provider_constantcontact._compat import aget_connection, run_blocking
 from airflow_provider_constantcontact.utils.activities import (
     ActivityPoller,
     next_poll_interval,
@@ -94,7 +94,7 @@ class ConstantContactImportTrigger(BaseTrigger):
         connection = await aget_connection(self.constantcontact_conn_id)
         # Imported and built off the loop: the hook's import (requests, ...) would otherwise be
         # the triggerer's first blocking moment; the triggerer imports this module on its loop.
-        return await asyncio.to_thread(_build_hook, self.constantcontact_conn_id, connection)
+        return await run_blocking(_build_hook, self.constantcontact_conn_id, connection)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         poller = ActivityPoller(self.activity_ids, max_error_ratio=self.max_error_ratio)
@@ -106,7 +106,7 @@ class ConstantContactImportTrigger(BaseTrigger):
         interval = self.poll_interval
         while True:
             try:
-                summary = await asyncio.to_thread(poller.step, hook, self.log)
+                summary = await run_blocking(poller.step, hook, self.log)
             except Exception as error:  # a failed activity, or auth, quota, not found
                 yield TriggerEvent(self._event("error", str(error), poller.summary))
                 return
