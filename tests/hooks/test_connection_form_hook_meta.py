@@ -25,6 +25,9 @@ from tests.airflow_compat import AIRFLOW
 from tests.conftest import airflow_env
 from tests.hooks.helpers import fast_hook
 
+#: System tests (``-m system``): the form as this Airflow's API server builds it, in a sub-process.
+pytestmark = pytest.mark.system
+
 #: Prints the form as the installed Airflow's API server serves it, in a fresh process (the
 #: service caches it), optionally with ``wtforms`` made unimportable as on an Airflow without FAB.
 HOOK_META_SCRIPT = textwrap.dedent(
