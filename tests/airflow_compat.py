@@ -16,6 +16,9 @@ from packaging.version import Version
 
 #: (major, minor) of the installed Airflow, for tests of behaviour that differs by line.
 AIRFLOW = Version(AIRFLOW_VERSION).release[:2]
+#: Query of a REST API XCom read that returns the value itself. Airflow 3.0 deserializes only with
+#: ``[api] enable_xcom_deserialize_support``; its XCom values are plain JSON there anyway.
+XCOM_VALUE_PARAMS: dict[str, bool] = {} if AIRFLOW < (3, 1) else {"deserialize": True}
 
 
 def _first(name: str, *modules: str) -> Any:
