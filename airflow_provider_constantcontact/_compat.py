@@ -209,7 +209,7 @@ def save_connection(
 
 async def aget_connection(conn_id: str) -> Connection:
     """Fetch connection ``conn_id`` from async code (a trigger) without blocking the event loop."""
-    hook_class = __getattr__("BaseHook")
+    hook_class: type[BaseHook] = __getattr__("BaseHook")
     if hasattr(hook_class, "aget_connection"):
         return await hook_class.aget_connection(conn_id)
     from asgiref.sync import sync_to_async  # Airflow 3.0: its triggerer's own way
