@@ -13,6 +13,7 @@ Names that moved between lines (``from airflow_provider_constantcontact._compat 
 - ``BaseHook``: ``airflow.sdk`` from 3.1; ``airflow.hooks.base`` on 3.0.
 - ``conf``: ``airflow.sdk`` from 3.2; ``airflow.configuration`` on 3.0 and 3.1.
 - ``AirflowSensorTimeout``: ``airflow.sdk.exceptions`` from 3.2; ``airflow.exceptions`` before.
+- ``AirflowException``: ``airflow.sdk.exceptions`` from 3.1; ``airflow.exceptions`` on 3.0.
 
 Shims:
 
@@ -56,11 +57,13 @@ if TYPE_CHECKING:
     from airflow.sdk import BaseHook as BaseHook
     from airflow.sdk import Connection
     from airflow.sdk import conf as conf
+    from airflow.sdk.exceptions import AirflowException as AirflowException
     from airflow.sdk.exceptions import AirflowSensorTimeout as AirflowSensorTimeout
 
     from airflow_provider_constantcontact.connection_form import ExtraField
 
 __all__ = [
+    "AirflowException",
     "AirflowSensorTimeout",
     "BaseHook",
     "aget_connection",
@@ -83,6 +86,7 @@ _MOVED_NAMES: dict[str, tuple[str, ...]] = {
     "BaseHook": ("airflow.sdk", "airflow.hooks.base"),
     "conf": ("airflow.sdk", "airflow.configuration"),
     "AirflowSensorTimeout": ("airflow.sdk.exceptions", "airflow.exceptions"),
+    "AirflowException": ("airflow.sdk.exceptions", "airflow.exceptions"),
 }
 _degraded: set[str] = set()
 _T = TypeVar("_T")
