@@ -19,6 +19,7 @@ import pyarrow as pa
 from airflow_provider_constantcontact.constants import MAX_IMPORT_BODY_BYTES, MAX_IMPORT_CONTACTS
 from airflow_provider_constantcontact.exceptions import ConstantContactExportError, SegmentSourceError
 from airflow_provider_constantcontact.export.batches import ImportBody
+from airflow_provider_constantcontact.export.journal import RemovalJournal
 from airflow_provider_constantcontact.export.mirror import (
     ListRemovals,
     check_removal_guard,
@@ -27,13 +28,13 @@ from airflow_provider_constantcontact.export.mirror import (
     write_removals,
 )
 from airflow_provider_constantcontact.export.passes import SegmentScan, encode_bodies, scan_segment
+from airflow_provider_constantcontact.export.preflight import create_or_find_list
 from airflow_provider_constantcontact.export.reader import SegmentReader, check_column_types
 from airflow_provider_constantcontact.export.rejects import RejectsWriter, file_path, output_path
 from airflow_provider_constantcontact.export.sender import send_bodies
 from airflow_provider_constantcontact.export.settings import NEW_LIST_PLACEHOLDER, ExportSettings, ListTargets
 from airflow_provider_constantcontact.export.source import SegmentSource
 from airflow_provider_constantcontact.export.summary import ExportSummary
-from airflow_provider_constantcontact.utils.redaction import redact_emails
 
 if TYPE_CHECKING:
     from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
@@ -82,13 +83,12 @@ class SegmentExport:
             )
         if self.reader.filter is not None and scan.rows_read == 0:
             self.log.warning(
-                "No row of %r matches segments=%r, so nothing will be exported. The most common "
-                "values of %r are (value: rows): %s. Segment values are compared exactly (case too).",
+                "No row of %r matches segments=%r, so nothing will be exported; segment values are "
+                "compared exactly (case and spaces too). %s",
                 settings.segment_column,
                 settings.segments,
-                settings.segment_column,
-                # Segment labels, not personal data; were the column to hold emails, none is shown.
-                redact_emails(str(self.reader.segment_values(settings.segment_column or ""))),
+                # Counts and masked values only: the column may hold names or emails by mistake.
+                self.reader.segment_values(settings.segment_column or "", settings.segments or []).describe(),
             )
         return scan
 
@@ -119,16 +119,25 @@ class SegmentExport:
                 self.log.info("Plan only: would create the contact list %r", name)
                 list_ids.append(NEW_LIST_PLACEHOLDER)
             else:
-                created = hook.create_contact_list(name)
-                self.log.info("Created the contact list %r: %s", name, created["list_id"])
-                list_ids.append(created["list_id"])
+                list_ids.append(create_or_find_list(hook, name, self.log))
         summary = self.import_segment(sender, scan, list_ids)
         if targets.names_to_create and sender is None:
             summary["lists_to_create"] = list(targets.names_to_create)
         elif targets.names_to_create:
             summary["lists_created"] = list(targets.names_to_create)
         if mirror:
-            removal_ids = send_removals(sender, removals, self.log)
+            journal = None
+            if settings.removals_path and sender is not None:
+                journal = RemovalJournal(settings.removals_path, settings.storage_conn_id)
+                self.log.info(
+                    "Each removal request is journaled before it is sent, in %s (%d entries left by "
+                    "earlier runs that did not finish)",
+                    journal.path,
+                    len(journal.earlier),
+                )
+            removal_ids = send_removals(
+                sender, removals, self.log, before_request=journal.record if journal else None
+            )
             summary["activity_ids"] = [*summary["activity_ids"], *removal_ids]
             summary["removal_activity_ids"] = removal_ids
             summary["removed"] = {plan.list_id: plan.count for plan in removals}
@@ -136,9 +145,10 @@ class SegmentExport:
             summary["listing_requests"] = listing_requests
             if settings.removals_path:
                 summary["removals_path"] = file_path(settings.removals_path)
-                summary["removals_written"] = write_removals(
-                    settings.removals_path, removals, settings.storage_conn_id
-                )
+                written = write_removals(settings.removals_path, removals, settings.storage_conn_id, journal)
+                summary["removals_written"] = written
+                if journal is not None:
+                    summary["removals_recovered"] = written - sum(plan.count for plan in removals)
         return summary
 
     def import_segment(

@@ -57,10 +57,12 @@ class ExportSummary(_Always, total=False):
     lists_to_create: list[str]
     #: Mirror mode: list id -> memberships removed (or that a plan-only run would remove), list id ->
     #: members before the run, the removal activities (also in activity_ids), the contacts
-    #: listing's requests, and with removals_path the file of removed memberships.
+    #: listing's requests, and with removals_path the file of removed memberships; of its rows,
+    #: those journaled by earlier runs that did not finish (not in a dry run).
     removed: dict[str, int]
     members_before: dict[str, int]
     removal_activity_ids: list[str]
     listing_requests: int
     removals_path: str
     removals_written: int
+    removals_recovered: int
