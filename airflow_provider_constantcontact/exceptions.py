@@ -80,3 +80,7 @@ class SegmentSourceError(ConstantContactError):
 
 class ConstantContactExportError(ConstantContactError):
     """The export stopped to protect the data: the source changed while read, rows unaccounted for."""
+
+
+class ExportStateError(ConstantContactError):
+    """The export state file cannot be used: another task's (lists, mapping, account), unreadable, newer."""
