@@ -115,6 +115,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_DEVICE_POLL_INTERVAL,
         help="device flow polling interval, seconds",
     )
+    add(
+        "--membership-changes-move-updated-at",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="whether list membership changes alone (leaving a list, removals, an import into a list "
+        "of an unchanged contact) move a contact's updated_at",
+    )
+    add(
+        "--unsubscribe-removes-memberships",
+        action="store_true",
+        help="an account-level unsubscribe also ends the contact's list memberships",
+    )
+    add(
+        "--date-filters-inclusive",
+        action="store_true",
+        help="GET /v3/contacts date filters include their bound (updated_after=T matches a change at T)",
+    )
     add("--verbose", action="store_true", help="log each request (method, path, status) to stderr")
     return parser
 
@@ -138,6 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         custom_fields=args.custom_fields,
         device_code_ttl=args.device_code_ttl,
         device_poll_interval=args.device_poll_interval,
+        membership_changes_move_updated_at=args.membership_changes_move_updated_at,
+        unsubscribe_removes_memberships=args.unsubscribe_removes_memberships,
+        date_filters_inclusive=args.date_filters_inclusive,
         verbose=args.verbose,
     )
     for name, count in args.fill_lists:

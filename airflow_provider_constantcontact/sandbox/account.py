@@ -11,7 +11,6 @@ so the contacts listing pages through a list in index order, O(page) per request
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from collections.abc import Iterable
 from itertools import filterfalse
@@ -28,6 +27,7 @@ from airflow_provider_constantcontact.sandbox.constants import (
 from airflow_provider_constantcontact.sandbox.errors import bad_request, error_list, not_found
 from airflow_provider_constantcontact.sandbox.imports import all_valid_emails
 from airflow_provider_constantcontact.sandbox.ordering import IndexOrder
+from airflow_provider_constantcontact.sandbox.timeline import Timeline
 
 #: Internal keys of a stored contact record, next to its import properties. Records are plain
 #: dicts of atomic values so the garbage collector untracks them: a million of them must not
@@ -59,7 +59,38 @@ class Account:
         #: Per list, its members' contact indexes in order (for paging).
         self.member_order: dict[str, IndexOrder] = {}
         self.unsubscribed: set[str] = set()
+        #: When each unsubscribed contact opted out (sandbox time).
+        self.opt_out_at: dict[str, float] = {}
         self.deleted: set[str] = set()
+        self.timeline = Timeline()
+        #: Whether list membership changes alone (leaving a list, a removal, an import into a
+        #: list of an unchanged contact) move ``updated_at``: undocumented for V3, both modelled.
+        self.membership_changes_move_updated_at = True
+        #: Whether an account-level unsubscribe also ends the contact's list memberships.
+        self.unsubscribe_removes_memberships = False
+        #: Whether the contacts listing's date filters include their bound (``updated_after=T``
+        #: matching a change at exactly T); the API says "after", the sandbox can do both.
+        self.date_filters_inclusive = False
+
+    def now(self) -> float:
+        """The sandbox time (see ``Timeline``)."""
+        return self.timeline.now()
+
+    def advance_time(self, seconds: float) -> float:
+        """Move the sandbox clock on (pending work is applied first, at the old time)."""
+        self.drain()
+        return self.timeline.advance(seconds)
+
+    def touch(self, keys: Iterable[str], now: float | None = None) -> None:
+        """These stored contacts changed now: move their ``updated_at`` and index the change."""
+        when = self.now() if now is None else now
+        contacts, record = self.contacts, self.timeline.record
+        for key in keys:
+            contact = contacts[key]
+            contact[UPDATED] = when
+            record(contact[INDEX], when)
+        if self.timeline.needs_compaction(len(contacts)):
+            self.timeline.rebuild((c[UPDATED], c[INDEX]) for c in contacts.values())
 
     def drain(self) -> None:
         """Bring the data up to date before a read: nothing is pending here (see SandboxState)."""
@@ -76,7 +107,7 @@ class Account:
             raise error_list(409, "conflict", "A contact list with this name already exists.")
         if len(self.lists) >= MAX_LISTS:
             raise bad_request(f"An account can have at most {MAX_LISTS} lists.", "contact_lists.limit")
-        now = iso(time.time())
+        now = iso(self.now())
         list_id = str(uuid.uuid4())
         self.lists[list_id] = {
             "list_id": list_id,
@@ -135,7 +166,7 @@ class Account:
             raise bad_request(
                 f"An account can have at most {MAX_CUSTOM_FIELDS} custom fields.", "custom_fields.limit"
             )
-        now = iso(time.time())
+        now = iso(self.now())
         field_id = str(uuid.uuid4())
         self.custom_fields[field_id] = {
             "custom_field_id": field_id,
@@ -178,16 +209,41 @@ class Account:
         props[CREATED] = props[UPDATED] = now
         self.contacts[key] = props
         self._contact_keys.append(key)
+        self.timeline.record(props[INDEX], now)
 
-    def mark_unsubscribed(self, emails: list[str]) -> None:
-        """These addresses unsubscribed: imports will not add them to lists (created if unknown)."""
+    def mark_unsubscribed(self, emails: list[str]) -> int:
+        """These addresses unsubscribed from the account (created if unknown): opt-out date and
+        ``updated_at`` now; imports will not add them to lists. With
+        ``unsubscribe_removes_memberships`` they also leave every list. Returns how many were
+        not unsubscribed before."""
         self.drain()
-        now = time.time()
+        now = self.now()
+        changed = []
         for email in emails:
             key = email.lower()
-            self.unsubscribed.add(key)
             if key not in self.contacts:
                 self._add_contact(key, {"email": email}, now)
+            if key not in self.unsubscribed:
+                self.unsubscribed.add(key)
+                self.opt_out_at[key] = now
+                changed.append(key)
+        if self.unsubscribe_removes_memberships:
+            for list_id in self.memberships:
+                self._remove_members(list_id, changed)
+        self.touch(changed, now)
+        return len(changed)
+
+    def leave_list(self, list_id: str, emails: list[str]) -> int:
+        """These contacts removed themselves from one list (a preference page, or the account
+        owner in the web app): the membership ends, the contact stays subscribed. Addresses
+        that are not members are skipped. Returns how many left; KeyError for an unknown list."""
+        if list_id not in self.lists:
+            raise KeyError(f"unknown list id {list_id}")
+        self.drain()
+        left = self._remove_members(list_id, dict.fromkeys(map(str.lower, emails)))
+        if self.membership_changes_move_updated_at:
+            self.touch(left)
+        return len(left)
 
     def contact_record(self, email: str) -> dict[str, Any]:
         """The stored record of an address, pending imports applied (KeyError when unknown)."""
@@ -208,14 +264,17 @@ class Account:
         """These addresses were deleted (as in the web app): out of every list, listed only
         with ``status=all`` or ``deleted``; created if unknown. An import revives them."""
         self.drain()
-        now = time.time()
+        now = self.now()
+        keys: dict[str, None] = {}
         for email in emails:
             key = email.lower()
             if key not in self.contacts:
                 self._add_contact(key, {"email": email}, now)
-            self.deleted.add(key)
-            for list_id in self.memberships:
-                self._remove_members(list_id, [key])
+            keys[key] = None
+        self.deleted.update(keys)
+        for list_id in self.memberships:
+            self._remove_members(list_id, keys)
+        self.touch(keys, now)
 
     # -- list memberships --------------------------------------------------------------------
 
@@ -234,13 +293,16 @@ class Account:
             members.update(new)
             self.member_order[list_id].add(indexes)
 
-    def _remove_members(self, list_id: str, keys: Iterable[str | None]) -> None:
-        """Take contacts out of a list (non-members and None are skipped)."""
+    def _remove_members(self, list_id: str, keys: Iterable[str | None]) -> list[str]:
+        """Take contacts out of a list (non-members and None are skipped); returns those taken out."""
         members, order, contacts = self.memberships[list_id], self.member_order[list_id], self.contacts
+        removed = []
         for key in keys:
             if key in members:
                 members.discard(key)
                 order.remove(contacts[key][INDEX])
+                removed.append(key)
+        return removed
 
     def add_list_members(self, list_id: str, emails: Iterable[str], fields: dict[str, Any]) -> list[str]:
         """Store contacts and add them to a list directly (seeding: no import, no activity).
@@ -268,7 +330,7 @@ class Account:
             raise ValueError("every address must be a valid email address")
         self.drain()
         keys = list(map(str.lower, emails))
-        stored, contact_keys, now = self.contacts, self._contact_keys, time.time()
+        stored, contact_keys, now = self.contacts, self._contact_keys, self.now()
         p = self._contact_id_prefix
         id_format = f"{p[:8]}-{p[8:12]}-{p[12:16]}-{p[16:20]}-%012x"
         start = len(contact_keys)
@@ -280,6 +342,7 @@ class Account:
             stored.update(zip(keys, records, strict=True))
             contact_keys.extend(keys)
             indexes = list(range(start, len(contact_keys)))
+            self.timeline.record_many(indexes, now)
             self._add_members(list_id, keys, indexes)
             return list(map(id_format.__mod__, indexes))
         for key, email in zip(keys, emails, strict=True):
@@ -289,7 +352,7 @@ class Account:
             else:  # as an import would: the address as given, then the fields
                 record["email"] = email
                 record.update(fields)
-                record[UPDATED] = now
+                self.touch([key], now)
         if self.deleted:
             self.deleted.difference_update(keys)
         self._add_members(list_id, keys)

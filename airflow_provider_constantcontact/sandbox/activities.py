@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 #: Per-item outcome codes stored in ``Activity.outcomes`` (one byte per item).
@@ -31,11 +32,13 @@ class Activity:
     With ``fail_errors`` set it ends in ``fail_state`` (failed, cancelled or timed_out) instead
     of ``completed``. ``kind`` is ``IMPORT`` or ``REMOVE``: a removal's ``status`` holds
     ``items_total_count``, ``items_completed_count`` and ``list_count`` only (no
-    ``person_count`` or error counters), as the real service's does.
+    ``person_count`` or error counters), as the real service's does. ``clock`` gives its
+    timestamps (the sandbox clock).
     """
 
     __slots__ = (
         "activity_id",
+        "clock",
         "created_at",
         "fail_errors",
         "fail_state",
@@ -57,6 +60,7 @@ class Activity:
         *,
         kind: str = IMPORT,
         list_count: int = 0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.activity_id = str(uuid.uuid4())
         self.total = total
@@ -65,7 +69,8 @@ class Activity:
         self.fail_state = fail_state
         self.kind = kind
         self.list_count = list_count
-        self.created_at = self.updated_at = time.time()
+        self.clock = clock
+        self.created_at = self.updated_at = clock()
         self.progress = 0.0
         self.updated = time.monotonic()
 
@@ -97,7 +102,7 @@ class Activity:
             self.progress = min(float(self.total), self.progress + (now - self.updated) * rate)
         self.updated = now
         if self.done != before:
-            self.updated_at = time.time()
+            self.updated_at = self.clock()
 
     def to_json(self) -> dict:
         """The activity as ``GET /v3/activities/{id}`` returns it."""

@@ -52,6 +52,9 @@ IMPORT_FIELD_LIMITS: dict[str, int] = {
 #: Import contact properties that hold integers rather than strings.
 IMPORT_INT_FIELDS: dict[str, tuple[int, int]] = {"birthday_month": (1, 12), "birthday_day": (1, 31)}
 
+#: Seconds an activity record is kept: older ones are gone from GET /v3/activities[/{id}].
+ACTIVITY_LIFETIME = 10 * 86400
+
 ACTIVITY_STATES = ("initialized", "processing", "completed", "cancelled", "failed", "timed_out")
 #: The states ``fail_next_activity`` can make the next import activity end in.
 FAILED_ACTIVITY_STATES = ("failed", "cancelled", "timed_out")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from datetime import datetime, timezone
 from operator import itemgetter
 from typing import Any
 
@@ -166,10 +167,33 @@ class SandboxControls:
             else:
                 self.state.fail_next_removal = (state, list(errors))
 
-    def mark_unsubscribed(self, emails: Iterable[str]) -> None:
-        """These addresses are unsubscribed: imports update them but do not add them to lists."""
+    # -- what subscribers and time do -------------------------------------------------------
+
+    def mark_unsubscribed(self, emails: Iterable[str]) -> int:
+        """These addresses unsubscribe from the account (created if unknown): status
+        ``unsubscribed``, an opt-out date and ``updated_at`` now; imports update them but do
+        not add them to lists. Returns how many were not unsubscribed before."""
         with self.lock:
-            self.state.mark_unsubscribed(list(emails))
+            return self.state.mark_unsubscribed(list(emails))
+
+    def leave_list(self, list_id: str, emails: Iterable[str]) -> int:
+        """These contacts remove themselves from one list (a preference page, or the marketer
+        in the web app): the membership ends, the contact stays subscribed, and ``updated_at``
+        moves unless ``membership_changes_move_updated_at`` is off. Non-members are skipped.
+        Returns how many left; KeyError for an unknown list."""
+        with self.lock:
+            return self.state.leave_list(list_id, list(emails))
+
+    def advance_time(self, seconds: float) -> datetime:
+        """Move the sandbox clock ``seconds`` on (timestamps, ``updated_after`` filters, and
+        activity records, gone after 10 days); returns the new sandbox time."""
+        with self.lock:
+            return datetime.fromtimestamp(self.state.advance_time(seconds), timezone.utc)
+
+    def now(self) -> datetime:
+        """The sandbox time (UTC): the wall clock plus every ``advance_time``."""
+        with self.lock:
+            return datetime.fromtimestamp(self.state.now(), timezone.utc)
 
     def mark_deleted(self, emails: Iterable[str]) -> None:
         """These contacts are deleted (created if unknown): out of every list, and listed by

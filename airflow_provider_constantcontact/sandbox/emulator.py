@@ -35,7 +35,9 @@ class ConstantContactSandbox(SandboxControls):
 
     Use it as a context manager (``with ConstantContactSandbox() as sandbox:``) or call
     ``start()``/``stop()``. ``port=0`` picks a free port. Seeding, inspection and faults are
-    the methods of ``SandboxControls`` (controls.py).
+    the methods of ``SandboxControls`` (controls.py). ``membership_changes_move_updated_at``,
+    ``unsubscribe_removes_memberships`` and ``date_filters_inclusive`` choose between the
+    readings of what the API leaves undocumented (docs/sandbox.md).
     """
 
     def __init__(
@@ -57,6 +59,9 @@ class ConstantContactSandbox(SandboxControls):
         custom_fields: Iterable[str] = (),
         device_code_ttl: float = DEFAULT_DEVICE_CODE_TTL,
         device_poll_interval: int = DEFAULT_DEVICE_POLL_INTERVAL,
+        membership_changes_move_updated_at: bool = True,
+        unsubscribe_removes_memberships: bool = False,
+        date_filters_inclusive: bool = False,
         verbose: bool = False,
     ) -> None:
         self.host = host
@@ -64,6 +69,10 @@ class ConstantContactSandbox(SandboxControls):
         self.lock = threading.RLock()
         self.state = SandboxState()
         self.state.processing_rate = processing_rate
+        # Readings of what V3 leaves undocumented (docs/api-semantics.md): each one modelled.
+        self.state.membership_changes_move_updated_at = membership_changes_move_updated_at
+        self.state.unsubscribe_removes_memberships = unsubscribe_removes_memberships
+        self.state.date_filters_inclusive = date_filters_inclusive
         self.oauth = OAuthServer(
             client_id=client_id,
             client_secret=client_secret,

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 from airflow_provider_constantcontact.sandbox.api import Api
 from airflow_provider_constantcontact.sandbox.applier import Applier
 from airflow_provider_constantcontact.sandbox.constants import API_PREFIX, OAUTH_PREFIX
+from airflow_provider_constantcontact.sandbox.control_api import CONTROL_PREFIX, ControlApi
 from airflow_provider_constantcontact.sandbox.errors import (
     ApiError,
     error_list,
@@ -103,6 +104,7 @@ class App:
         self.lock = lock
         self.applier = Applier(state, lock)
         self.api = Api(state, lock, self.applier.notify)
+        self.control = ControlApi(state, lock)
         self.faults = Faults()
         self.bucket = TokenBucket(rate_limit)
         self.quota = DailyQuota(daily_quota)
@@ -161,6 +163,9 @@ class App:
             if "contact_data" not in grant.scopes:
                 raise error_list(403, "forbidden", "The access token lacks the contact_data scope.")
             status, body = self.api.dispatch(request)
+            return json_response(status, body)
+        if path.startswith(CONTROL_PREFIX + "/"):
+            status, body = self.control.dispatch(request)
             return json_response(status, body)
         routes: dict[tuple[str, str], Callable[[Request], Response]] = {
             ("POST", TOKEN_PATH): self._token,

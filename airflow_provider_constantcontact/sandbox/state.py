@@ -14,7 +14,6 @@ processing time has passed, settled by ``drain`` too.
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from typing import Any
 
@@ -26,6 +25,7 @@ from airflow_provider_constantcontact.sandbox.activities import (
     REMOVE,
     Activity,
 )
+from airflow_provider_constantcontact.sandbox.constants import ACTIVITY_LIFETIME
 from airflow_provider_constantcontact.sandbox.errors import not_found
 from airflow_provider_constantcontact.sandbox.imports import EMAIL_RE, all_valid_emails
 
@@ -76,6 +76,14 @@ class SandboxState(Account):
         self.activities[activity.activity_id] = activity
         return activity
 
+    def advance_time(self, seconds: float) -> float:
+        """Move the sandbox clock on; activity records older than ``ACTIVITY_LIFETIME`` are
+        then gone (404, and out of the listing), as the service keeps them 10 days."""
+        now = super().advance_time(seconds)
+        cutoff = now - ACTIVITY_LIFETIME
+        self.activities = {i: a for i, a in self.activities.items() if a.created_at > cutoff}
+        return now
+
     def get_activity(self, activity_id: str) -> Activity:
         """An activity brought up to date; 404 when unknown."""
         activity = self.activities.get(activity_id)
@@ -96,7 +104,9 @@ class SandboxState(Account):
         """Queue a validated import; its activity (``initialized``) is answered at once."""
         fail_state, fail_errors = self.fail_next_activity or ("failed", None)
         self.fail_next_activity = None
-        activity = self.add_activity(Activity(len(contacts), fail_errors, fail_state=fail_state))
+        activity = self.add_activity(
+            Activity(len(contacts), fail_errors, fail_state=fail_state, clock=self.now)
+        )
         self.pending.append(PendingImport(activity, contacts, list_ids))
         return activity
 
@@ -137,7 +147,9 @@ class SandboxState(Account):
 
     def _apply_removal(self, job: PendingRemoval) -> None:
         for list_id in dict.fromkeys(job.list_ids):
-            self._remove_members(list_id, job.keys)
+            removed = self._remove_members(list_id, job.keys)
+            if self.membership_changes_move_updated_at:
+                self.touch(removed)
 
     def _apply(self, contacts: list[dict[str, Any]], list_ids: list[str], store: bool) -> bytes:
         """Create or update contacts and add them to the lists; return the per-item outcomes.
@@ -173,11 +185,13 @@ class SandboxState(Account):
                     outcomes[row] = CANNOT_ADD
         if not store:
             return bytes(outcomes)
-        now = time.time()
+        now = self.now()
         stored = self.contacts
         contact_keys = self._contact_keys
         first_new = len(contact_keys)
         updated: list[str] = []
+        changed: list[str] = []  # updated ones whose properties changed
+        every_import_touches = self.membership_changes_move_updated_at
         for key, props in zip(keys, contacts, strict=True):
             if key is None:
                 continue
@@ -188,11 +202,16 @@ class SandboxState(Account):
                 stored[key] = props
                 contact_keys.append(key)
             else:
+                if every_import_touches or any(contact.get(k) != v for k, v in props.items()):
+                    changed.append(key)
                 contact.update(props)
-                contact[UPDATED] = now
                 updated.append(key)
+        self.timeline.record_many(range(first_new, len(contact_keys)), now)
         if self.deleted and not self.deleted.isdisjoint(updated):
-            self.deleted.difference_update(updated)  # an import revives a deleted contact
+            revived = self.deleted.intersection(updated)  # an import revives a deleted contact
+            self.deleted.difference_update(revived)
+            changed += revived
+        self.touch(changed, now)
         # New contacts (distinct, in no list yet, never unsubscribed: mark_unsubscribed stores
         # its addresses) join with their known indexes; updated ones through the general path.
         created = contact_keys[first_new:]
@@ -224,6 +243,7 @@ class SandboxState(Account):
                 fail_state,
                 kind=REMOVE,
                 list_count=len(dict.fromkeys(list_ids)),
+                clock=self.now,
             )
         )
         job = PendingRemoval(activity, list(map(self.contact_key_for_id, contact_ids)), list_ids)

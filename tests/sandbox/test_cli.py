@@ -128,6 +128,10 @@ def test_cli_flags_have_the_documented_defaults():
     )
     assert (parsed.rotating_refresh_tokens, parsed.processing_rate, parsed.lists) == (True, 500.0, ["A"])
     assert args.fill_lists == []
+    assert args.membership_changes_move_updated_at is True
+    assert (args.unsubscribe_removes_memberships, args.date_filters_inclusive) == (False, False)
+    readings = build_parser().parse_args(["--no-membership-changes-move-updated-at"])
+    assert readings.membership_changes_move_updated_at is False
     filled = build_parser().parse_args(["--fill-list", "A=3", "--fill-list", "Big = list=1000000"])
     assert filled.fill_lists == [("A", 3), ("Big = list", 1_000_000)]
     for bad in ("A", "A=", "=3", "A=-1", "A=x"):
@@ -161,6 +165,63 @@ def test_cli_fill_list_adds_members_served_by_the_contacts_listing():
         ).json()
         assert body["contacts_count"] == 1200
         assert body["contacts"][0]["email_address"]["address"] == "member0@example.com"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=20)
+
+
+def test_cli_reading_flags_change_what_the_listing_and_counts_say():
+    """The flags choosing a reading of undocumented behaviour reach the running sandbox, driven
+    the way another process would: control calls and API requests over HTTP."""
+    process = subprocess.Popen(
+        [
+            *LAUNCHERS["python-m"],
+            "--port",
+            "0",
+            "--fill-list",
+            "A=3",
+            "--no-membership-changes-move-updated-at",
+            "--unsubscribe-removes-memberships",
+            "--date-filters-inclusive",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        banner = read_banner(process)
+        list_a = next(line.split()[2] for line in banner if line.endswith("  A (3 members)"))
+        conn = exported_connection(banner)
+        base = conn["extra"]["api_base_url"].removesuffix("/v3")
+        token = requests.post(
+            conn["extra"]["token_url"],
+            auth=(conn["login"], conn["password"]),
+            data={"grant_type": "refresh_token", "refresh_token": conn["extra"]["refresh_token"]},
+            timeout=5,
+        ).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+
+        def contacts(**params: str) -> list[dict]:
+            url = conn["extra"]["api_base_url"] + "/contacts"
+            return requests.get(url, params=params, headers=headers, timeout=5).json()["contacts"]
+
+        seeded = contacts(email="member0@example.com")[0]["updated_at"]
+        assert len(contacts(updated_after=seeded)) == 3  # inclusive: the seeding time itself
+        clock = requests.post(base + "/sandbox/clock", json={"advance_seconds": 60}, timeout=5).json()
+        leave = requests.post(
+            base + f"/sandbox/lists/{list_a}/leave", json={"emails": ["member0@example.com"]}, timeout=5
+        )
+        assert leave.json()["left"] == 1
+        assert contacts(updated_after=clock["now"]) == []  # leaving did not move updated_at
+        unsubscribe = {"emails": ["member1@example.com"]}
+        requests.post(base + "/sandbox/contacts/unsubscribe", json=unsubscribe, timeout=5)
+        counted = requests.get(
+            conn["extra"]["api_base_url"] + f"/contact_lists/{list_a}",
+            params={"include_membership_count": "all"},
+            headers=headers,
+            timeout=5,
+        ).json()
+        assert counted["membership_count"] == 1  # the unsubscribe ended the membership too
     finally:
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=20)
