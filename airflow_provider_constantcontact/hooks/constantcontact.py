@@ -423,17 +423,37 @@ class ConstantContactHook(BaseHook):
 
     # --------------------------------------------------------------------------------- contacts
     def iter_contact_pages(
-        self, list_id: str, *, status: str | None = None, limit: int = MAX_PAGE_SIZE
+        self,
+        list_id: str | None = None,
+        *,
+        status: str | None = None,
+        limit: int = MAX_PAGE_SIZE,
+        updated_after: str | None = None,
+        updated_before: str | None = None,
+        optout_after: str | None = None,
+        include: Sequence[str] = (),
+        lists: Sequence[str] | None = None,
     ) -> Iterator[list[dict]]:
-        """The members of one list, a page (``contacts`` items) per ``GET /contacts`` request.
+        """Contacts (of one list, or filtered), a page (``contacts`` items) per ``GET /contacts`` request.
 
         Yields one list per request, so a caller can count requests and log progress while
         reading a large list (N members cost N / ``limit`` requests). ``status`` filters as the
-        API does (``all`` adds deleted contacts); ``limit`` is the page size, 1 to 500.
+        API does (``all`` adds deleted contacts); ``limit`` is the page size, 1 to 500; the date
+        filters take ISO 8601 times; ``include`` adds parts such as ``list_memberships``.
         """
         if not 1 <= limit <= MAX_PAGE_SIZE:
             raise ValueError(f"limit must be 1 to {MAX_PAGE_SIZE}, got {limit}")
-        return self._pages("/contacts", "contacts", {"lists": list_id, "status": status, "limit": limit})
+        list_filter = ",".join([*([list_id] if list_id else []), *(lists or [])]) or None
+        params = {
+            "lists": list_filter,
+            "status": status,
+            "limit": limit,
+            "updated_after": updated_after,
+            "updated_before": updated_before,
+            "optout_after": optout_after,
+            "include": ",".join(include) or None,
+        }
+        return self._pages("/contacts", "contacts", params)
 
     def iter_contacts(
         self,
