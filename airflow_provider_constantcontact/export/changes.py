@@ -188,7 +188,7 @@ def reconcile(
         "joined": _count(
             pc.and_(pc.invert(pc.and_(known, pc.invert(out_of_list))), pc.equal(status, MEMBER))
         ),
-        "removed_by_export": _count(pc.invert(keep)),
+        "removed_by_export": _count(pc.and_(known, pc.invert(keep))),
     }
     # Departures counted for the membership check: members no more (left, dropped, unsubscribed ones
     # counted apart because either reading of membership_count is accepted).

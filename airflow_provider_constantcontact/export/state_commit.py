@@ -136,10 +136,16 @@ def commit_state(
         for item in hook.iter_contact_lists(include_membership_count=True):
             if item.get("list_id") in wanted and item.get("membership_count") is not None:
                 members[item["list_id"]] = [int(item["membership_count"])] * 2
+    watermark = meta.watermark
+    if watermark is None and activity_ids:
+        # Nothing read carried an updated_at (an empty list): the import's creation time is the
+        # server's clock just after the lists were read (changes are re-read an hour back).
+        watermark = hook.get_activity(activity_ids[0]).get("created_at")
     state = ExportState(
         table.replace_schema_metadata(None),
         replace(
             meta,
+            watermark=watermark,
             members_expected=members,
             pending_activity_ids=[] if confirmed else list(activity_ids),
             written_at=_now(),

@@ -1,0 +1,182 @@
+"""Export state through the user's path: `airflow dags test` with a conf, the sandbox over HTTP.
+
+A contact who leaves a list by themselves is never put back (upsert, mirror, full refresh,
+the deferrable wait); a contact the mirror removed comes back when it rejoins the segment; a
+quiet day costs a handful of requests; a state written for other lists is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from textwrap import dedent
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.operators.conftest import write_parquet
+from tests.system.dag_runs import airflow_dags_test, describe, latest_run, load_demo
+
+DAG_FILE = dedent(
+    '''
+    """Probe DAGs: the export with state, every parameter from the run's conf."""
+    import pendulum
+    from airflow.sdk import dag
+
+    from airflow_provider_constantcontact.operators.constantcontact import (
+        ConstantContactSegmentExportOperator,
+    )
+
+
+    def state_probe(dag_id, native, deferrable):
+        @dag(
+            dag_id=dag_id,
+            schedule=None,
+            start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+            catchup=False,
+            render_template_as_native_obj=native,
+            params={"source": "", "list_id": "", "state_path": "", "rejects_path": "",
+                    "sync_mode": "upsert", "full_refresh": False},
+        )
+        def probe():
+            ConstantContactSegmentExportOperator(
+                task_id="export",
+                source="{{ params.source }}",
+                list_ids="{{ params.list_id }}",
+                field_mapping={"email": "Email", "first_name": "First"},
+                sync_mode="{{ params.sync_mode }}",
+                max_removal_ratio=1.0,
+                state_path="{{ params.state_path }}",
+                rejects_path="{{ params.rejects_path }}",
+                full_refresh="{{ params.full_refresh }}",
+                wait_for_completion=True,
+                deferrable=deferrable,
+                poll_interval=0.2,
+            )
+
+        probe()
+
+
+    state_probe("cc_state_native", True, False)
+    state_probe("cc_state_text_deferrable", False, True)
+    '''
+)
+
+
+@pytest.fixture
+def dags_folder(tmp_path):
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "cc_state_probes.py").write_text(DAG_FILE)
+    return dags
+
+
+def _segment(tmp_path, people: dict[str, str]) -> str:
+    return str(
+        write_parquet(
+            tmp_path / "data" / "segment.parquet", {"Email": list(people), "First": list(people.values())}
+        )
+    )
+
+
+def _run(sandbox, dags_folder, dag_id: str, conf: dict) -> tuple[object, dict]:
+    result = airflow_dags_test(
+        dag_id,
+        env={"AIRFLOW_CONN_CONSTANTCONTACT_DEFAULT": sandbox.connection_json()},
+        conf=json.dumps(conf),
+        dags_folder=dags_folder,
+        timeout=300,
+    )
+    run_id, state = latest_run(dag_id)
+    summary = load_demo().read_xcom(dag_id, "export", run_id=run_id) if state == "success" else {}
+    return result, summary
+
+
+def test_leaver_never_readded_mirror_rejoin_and_quiet_day(
+    airflow_db, constantcontact_sandbox, dags_folder, tmp_path
+):
+    sandbox = constantcontact_sandbox
+    list_id = sandbox.create_list("VIP state")
+    state_path = str(tmp_path / "state" / "vip.parquet")
+    rejects_path = str(tmp_path / "out" / "rejects.parquet")
+    base = {"list_id": list_id, "state_path": state_path, "rejects_path": rejects_path}
+    everyone = {"ann@example.com": "Ann", "bob@example.com": "Bob", "cat@example.com": "Cat"}
+
+    # Day 1: first run, everyone imported, the state written.
+    result, summary = _run(
+        sandbox, dags_folder, "cc_state_native", {**base, "source": _segment(tmp_path, everyone)}
+    )
+    assert result.returncode == 0, describe(result)
+    assert summary["contacts_to_add"] == 3
+    assert sandbox.list_member_emails(list_id) == set(everyone)
+
+    # Bob leaves the list by himself; Ann's first name changes; Dan joins the segment.
+    sandbox.leave_list(list_id, ["bob@example.com"])
+    day2 = {**everyone, "ann@example.com": "Anna", "dan@example.com": "Dan"}
+    result, summary = _run(
+        sandbox, dags_folder, "cc_state_native", {**base, "source": _segment(tmp_path, day2)}
+    )
+    assert result.returncode == 0, describe(result)
+    assert sandbox.list_member_emails(list_id) == {"ann@example.com", "cat@example.com", "dan@example.com"}
+    assert sandbox.list_members(list_id)["ann@example.com"]["first_name"] == "Anna"
+    assert summary["contacts_submitted"] == 2  # Anna (changed) and Dan (new); Cat unchanged
+    assert summary["contacts_unchanged"] == 1
+    assert summary["left_list_outside_export"] == 1
+    assert summary["changes_read"] == {list_id: "incremental"}
+    rejects = pq.read_table(rejects_path).to_pylist()
+    assert rejects == [{"Email": "bob@example.com", "First": "Bob", "reason": "left_list"}]
+    output = result.stdout + result.stderr
+    assert "bob@example.com" not in output
+
+    # Full refresh in mirror mode, rendered as text and deferred: Cat leaves the segment and
+    # is removed; Bob is still kept out; everyone else is re-sent.
+    day3 = {k: v for k, v in day2.items() if k != "cat@example.com"}
+    conf = {**base, "source": _segment(tmp_path, day3), "sync_mode": "mirror", "full_refresh": True}
+    result, summary = _run(sandbox, dags_folder, "cc_state_text_deferrable", conf)
+    assert result.returncode == 0, describe(result)
+    assert sandbox.list_member_emails(list_id) == {"ann@example.com", "dan@example.com"}
+    assert summary["changes_read"] == {list_id: "full"}
+    assert summary["removed"] == {list_id: 1}
+    assert summary["left_list_outside_export"] == 1
+
+    # Cat rejoins the segment: the mirror removed her, so she comes back; Bob does not.
+    conf = {**base, "source": _segment(tmp_path, day2), "sync_mode": "mirror"}
+    result, summary = _run(sandbox, dags_folder, "cc_state_native", conf)
+    assert result.returncode == 0, describe(result)
+    assert sandbox.list_member_emails(list_id) == {"ann@example.com", "cat@example.com", "dan@example.com"}
+    assert summary["contacts_submitted"] == 1
+
+    # A quiet day: nothing changed, nothing sent, a handful of API requests.
+    sandbox.clear_request_log()
+    result, summary = _run(sandbox, dags_folder, "cc_state_native", conf)
+    assert result.returncode == 0, describe(result)
+    api_requests = [entry for entry in sandbox.request_log if entry.path.startswith("/v3/")]
+    assert summary["contacts_submitted"] == 0
+    assert summary["contacts_unchanged"] == 3
+    assert len(api_requests) < 20, [entry.path for entry in api_requests]
+    assert not any("import" in entry.path or "remove" in entry.path for entry in api_requests)
+
+
+def test_state_of_another_task_is_refused(airflow_db, constantcontact_sandbox, dags_folder, tmp_path):
+    sandbox = constantcontact_sandbox
+    first, second = sandbox.create_list("State A"), sandbox.create_list("State B")
+    state_path = str(tmp_path / "state" / "shared.parquet")
+    source = _segment(tmp_path, {"ann@example.com": "Ann"})
+    result, _ = _run(
+        sandbox,
+        dags_folder,
+        "cc_state_native",
+        {"source": source, "list_id": first, "state_path": state_path},
+    )
+    assert result.returncode == 0, describe(result)
+
+    result, _ = _run(
+        sandbox,
+        dags_folder,
+        "cc_state_native",
+        {"source": source, "list_id": second, "state_path": state_path},
+    )
+
+    assert latest_run("cc_state_native")[1] == "failed"
+    output = result.stdout + result.stderr
+    assert "belongs to another task" in output
+    assert sandbox.list_member_emails(second) == set()
