@@ -180,3 +180,81 @@ def test_state_of_another_task_is_refused(airflow_db, constantcontact_sandbox, d
     output = result.stdout + result.stderr
     assert "belongs to another task" in output
     assert sandbox.list_member_emails(second) == set()
+
+
+def _state_rows(path: str) -> dict[str, int]:
+    rows = pq.read_table(path).to_pylist()
+    return {row["email"]: row["status"] for row in rows}
+
+
+def test_killed_run_then_rerun_loses_nothing_and_readds_no_leaver(
+    airflow_db, constantcontact_sandbox, dags_folder, tmp_path
+):
+    """A mirror run fails after its import and halfway through its removals (the second removal
+    request is refused): the previous state stays as it was, and the reruns finish the job,
+    keep the leaver out, and let the contacts the failed run removed come back."""
+    sandbox = constantcontact_sandbox
+    list_id = sandbox.create_list("Killed")
+    state_path = str(tmp_path / "state" / "killed.parquet")
+    crowd = {f"p{n:04d}@example.com": f"P{n}" for n in range(1100)}
+    base = {"list_id": list_id, "state_path": state_path, "sync_mode": "mirror"}
+    result, _ = _run(
+        sandbox, dags_folder, "cc_state_native", {**base, "source": _segment(tmp_path, {**crowd, "bob@example.com": "Bob"})}
+    )
+    assert result.returncode == 0, describe(result)
+    before = pq.read_table(state_path)
+    sandbox.leave_list(list_id, ["bob@example.com"])
+
+    few = dict(list(crowd.items())[:100])
+    shrunk = {**few, "bob@example.com": "Bob", "new@example.com": "New"}
+    sandbox.fail_next(1, status=400, path_prefix="/v3/activities/remove_list_memberships", after=1)
+    result, _ = _run(sandbox, dags_folder, "cc_state_native", {**base, "source": _segment(tmp_path, shrunk)})
+
+    assert latest_run("cc_state_native")[1] == "failed", describe(result)
+    assert pq.read_table(state_path).equals(before)  # the previous state, untouched
+    members = sandbox.list_member_emails(list_id)
+    assert "new@example.com" in members  # imported before the failure
+    assert len(members) == 1100 + 1 - 500  # 1,100 + new, minus the first 500 removed (bob had left)
+
+    result, summary = _run(sandbox, dags_folder, "cc_state_native", {**base, "source": _segment(tmp_path, shrunk)})
+    assert result.returncode == 0, describe(result)
+    assert sandbox.list_member_emails(list_id) == set(few) | {"new@example.com"}
+    assert summary["left_list_outside_export"] == 1
+    assert summary["removed"] == {list_id: 500}
+
+    # Everyone rejoins the segment: all 1,000 removed by the export come back, bob does not.
+    result, summary = _run(
+        sandbox,
+        dags_folder,
+        "cc_state_native",
+        {**base, "source": _segment(tmp_path, {**crowd, "bob@example.com": "Bob", "new@example.com": "New"})},
+    )
+    assert result.returncode == 0, describe(result)
+    assert sandbox.list_member_emails(list_id) == set(crowd) | {"new@example.com"}
+    assert summary["left_list_outside_export"] == 1
+    assert _state_rows(state_path)["bob@example.com"] == 2  # left
+
+
+def test_safe_when_membership_changes_do_not_move_updated_at(
+    airflow_db, constantcontact_sandbox_factory, dags_folder, tmp_path
+):
+    """The undocumented reading where leaving a list does not move updated_at: the change query
+    misses the leaver, the membership count disagrees with the state, the list is read in full."""
+    sandbox = constantcontact_sandbox_factory(
+        rate_limit=0, token_rate_limit=0, processing_rate=None, membership_changes_move_updated_at=False
+    )
+    list_id = sandbox.create_list("Quiet leavers")
+    base = {"list_id": list_id, "state_path": str(tmp_path / "state" / "q.parquet")}
+    people = {"ann@example.com": "Ann", "bob@example.com": "Bob", "cat@example.com": "Cat"}
+    for _ in range(2):  # the second run learns the watermark and counts from a confirmed state
+        result, _ = _run(sandbox, dags_folder, "cc_state_native", {**base, "source": _segment(tmp_path, people)})
+        assert result.returncode == 0, describe(result)
+    sandbox.leave_list(list_id, ["bob@example.com"])
+
+    changed = {**people, "bob@example.com": "Robert"}  # bob's data changes: he would be re-sent
+    result, summary = _run(sandbox, dags_folder, "cc_state_native", {**base, "source": _segment(tmp_path, changed)})
+
+    assert result.returncode == 0, describe(result)
+    assert summary["changes_read"] == {list_id: "full"}
+    assert summary["left_list_outside_export"] == 1
+    assert sandbox.list_member_emails(list_id) == {"ann@example.com", "cat@example.com"}
