@@ -199,7 +199,10 @@ def test_killed_run_then_rerun_loses_nothing_and_readds_no_leaver(
     crowd = {f"p{n:04d}@example.com": f"P{n}" for n in range(1100)}
     base = {"list_id": list_id, "state_path": state_path, "sync_mode": "mirror"}
     result, _ = _run(
-        sandbox, dags_folder, "cc_state_native", {**base, "source": _segment(tmp_path, {**crowd, "bob@example.com": "Bob"})}
+        sandbox,
+        dags_folder,
+        "cc_state_native",
+        {**base, "source": _segment(tmp_path, {**crowd, "bob@example.com": "Bob"})},
     )
     assert result.returncode == 0, describe(result)
     before = pq.read_table(state_path)
@@ -216,7 +219,9 @@ def test_killed_run_then_rerun_loses_nothing_and_readds_no_leaver(
     assert "new@example.com" in members  # imported before the failure
     assert len(members) == 1100 + 1 - 500  # 1,100 + new, minus the first 500 removed (bob had left)
 
-    result, summary = _run(sandbox, dags_folder, "cc_state_native", {**base, "source": _segment(tmp_path, shrunk)})
+    result, summary = _run(
+        sandbox, dags_folder, "cc_state_native", {**base, "source": _segment(tmp_path, shrunk)}
+    )
     assert result.returncode == 0, describe(result)
     assert sandbox.list_member_emails(list_id) == set(few) | {"new@example.com"}
     assert summary["left_list_outside_export"] == 1
@@ -248,13 +253,17 @@ def test_safe_when_membership_changes_do_not_move_updated_at(
     base = {"list_id": list_id, "state_path": str(tmp_path / "state" / "q.parquet")}
     people = {"ann@example.com": "Ann", "bob@example.com": "Bob", "cat@example.com": "Cat"}
     for _ in range(2):  # the second run learns the watermark and counts from a confirmed state
-        result, _ = _run(sandbox, dags_folder, "cc_state_native", {**base, "source": _segment(tmp_path, people)})
+        result, _ = _run(
+            sandbox, dags_folder, "cc_state_native", {**base, "source": _segment(tmp_path, people)}
+        )
         assert result.returncode == 0, describe(result)
     sandbox.advance_time(2 * 3600)  # past the hour of changes each check reads again
     sandbox.leave_list(list_id, ["bob@example.com"])
 
     changed = {**people, "bob@example.com": "Robert"}  # bob's data changes: he would be re-sent
-    result, summary = _run(sandbox, dags_folder, "cc_state_native", {**base, "source": _segment(tmp_path, changed)})
+    result, summary = _run(
+        sandbox, dags_folder, "cc_state_native", {**base, "source": _segment(tmp_path, changed)}
+    )
 
     assert result.returncode == 0, describe(result)
     assert summary["left_list_outside_export"] == 1
