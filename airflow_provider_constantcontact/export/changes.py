@@ -113,7 +113,7 @@ def _later(first: str | None, second: str | None) -> str | None:
 
 
 def _page_table(page: Sequence[dict[str, Any]], list_id: str | None) -> tuple[pa.Table, str | None]:
-    """One page of contacts as Arrow (normalised email, id, member of ``list_id``, unsubscribed); latest updated_at."""
+    """A page of contacts as Arrow (email, id, member of ``list_id``, unsubscribed); its latest updated_at."""
     addresses = [contact.get("email_address") or {} for contact in page]
     latest: str | None = None
     for contact in page:
@@ -305,7 +305,7 @@ class ChangeReader:
         return counts
 
     def changed_contacts(self, since: str, list_ids: Sequence[str]) -> tuple[dict[str, pa.Table], str | None]:
-        """Contacts updated or opted out since ``since``, per list (member of it or not); the latest updated_at."""
+        """Contacts updated or opted out since ``since``, per list (member or not); the latest updated_at."""
         tables: dict[str, list[pa.Table]] = {list_id: [] for list_id in list_ids}
         latest: str | None = None
         for filters in ({"updated_after": since, "status": "all"}, {"optout_after": since, "status": "all"}):
@@ -373,7 +373,7 @@ def check_changes(
             count = counts.get(list_id)
             if count is None or not predicted_low <= count <= predicted_high:
                 full[list_id] = (
-                    f"membership_count {count} is not the {predicted_low}..{predicted_high} the state predicts"
+                    f"membership_count {count} is not {predicted_low}..{predicted_high} as the state predicts"
                 )
                 continue
             if mirror_hashes is not None and _removals_lack_ids(new_rows, mirror_hashes):

@@ -223,7 +223,8 @@ class SegmentExport:
                 unsubscribed,
             )
         self.log.info(
-            "Plan: %d to add, %d to update, %d unchanged (skipped), %d to remove; changes read %s in %d requests",
+            "Plan: %d to add, %d to update, %d unchanged (skipped), %d to remove; changes read %s "
+            "in %d requests",
             sync.count("to_add"),
             sync.count("to_update"),
             sync.count("unchanged"),
@@ -364,7 +365,7 @@ class SegmentExport:
 
     @staticmethod
     def _check_accounting(summary: ExportSummary, scan: SegmentScan, sync: SyncPlan | None) -> None:
-        """Every row read is sent, unchanged, a duplicate or rejected; every row not sent nor unchanged is a reject."""
+        """Every row read is sent, unchanged, a duplicate or rejected; the rejects file has the last two."""
         sent = summary["contacts_submitted"]
         unchanged = 0
         kept_out: dict[str, int] = {}

@@ -216,11 +216,8 @@ class ConstantContactSegmentExportOperator(BaseOperator):
             raise ValueError(
                 f"state_path {state_path!r} names a folder; give a file, e.g. {state_path}state.parquet"
             )
-        full_refresh = parse_bool(self.full_refresh, "full_refresh")
-        if full_refresh and state_path is None:
-            raise ValueError(
-                "full_refresh needs state_path: without state every run is a full export already"
-            )
+        # Without state every run is a full export already: full_refresh changes nothing then.
+        full_refresh = parse_bool(self.full_refresh, "full_refresh") and state_path is not None
         return ExportSettings(
             plan=ContactPlan(self._field_mapping()),
             segment_column=segment_column,
