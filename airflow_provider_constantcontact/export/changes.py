@@ -304,23 +304,40 @@ class ChangeReader:
         self.requests += seen // MAX_PAGE_SIZE + 1
         return counts
 
-    def changed_contacts(self, since: str, list_ids: Sequence[str]) -> tuple[dict[str, pa.Table], str | None]:
-        """Contacts updated or opted out since ``since``, per list (member or not); the latest updated_at."""
+    def changed_contacts(
+        self, since: str, list_ids: Sequence[str], own_changes: list[str] | None
+    ) -> tuple[dict[str, pa.Table], str | None]:
+        """Contacts updated or opted out since ``since``, per list (member or not); the latest updated_at.
+
+        ``own_changes`` ([start, end]): the window of the export's own last imports and removals,
+        left out of the ``updated_after`` query (they would come back as a million changes after
+        a full run); someone else's change inside it is caught by the count check.
+        """
+        windows: list[dict[str, str]] = [{"updated_after": since}]
+        start, end = (own_changes or [None, None])[:2]
+        begin, finish = _parse_time(start), _parse_time(end)
+        if begin is not None and finish is not None and begin <= finish:
+            after = _parse_time(since)
+            assert after is not None
+            windows = [{"updated_after": _iso(max(after, finish))}]
+            if after < begin:
+                windows.insert(0, {"updated_after": since, "updated_before": _iso(begin)})
         tables: dict[str, list[pa.Table]] = {list_id: [] for list_id in list_ids}
         latest: str | None = None
-        for filters in ({"updated_after": since, "status": "all"}, {"optout_after": since, "status": "all"}):
-            for page in self.hook.iter_contact_pages(
-                None, limit=MAX_PAGE_SIZE, include=("list_memberships",), **filters
-            ):
+        queries = [*windows, {"optout_after": since}]
+        for filters in queries:
+            pages = self.hook.iter_contact_pages(
+                None, status="all", limit=MAX_PAGE_SIZE, include=("list_memberships",), **filters
+            )
+            for page in pages:
                 self.requests += 1
                 for list_id in list_ids:
                     table, page_latest = _page_table(page, list_id)
                     tables[list_id].append(table)
                 latest = _later(latest, page_latest)
-        return {
-            list_id: pa.concat_tables(parts) if parts else _PAGE_SCHEMA.empty_table()
-            for list_id, parts in tables.items()
-        }, latest
+        empty = _PAGE_SCHEMA.empty_table()
+        changes = {list_id: pa.concat_tables(parts) if parts else empty for list_id, parts in tables.items()}
+        return changes, _later(latest, end if begin is not None and finish is not None else None)
 
 
 def check_changes(
@@ -361,7 +378,7 @@ def check_changes(
         counts = reader.membership_counts(cheap)
         since = _parse_time(meta.watermark)
         assert since is not None
-        changes, latest = reader.changed_contacts(_iso(since - WATERMARK_MARGIN), cheap)
+        changes, latest = reader.changed_contacts(_iso(since - WATERMARK_MARGIN), cheap, meta.own_changes)
         watermark = _later(watermark, latest)
         for list_id in cheap:
             new_rows, found = reconcile(

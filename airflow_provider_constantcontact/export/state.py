@@ -116,6 +116,9 @@ class StateMeta:
     full_listing_at: dict[str, str] = field(default_factory=dict)
     #: Import and removal activities whose outcome the next run must check (wait_for_completion=False).
     pending_activity_ids: list[str] = field(default_factory=list)
+    #: [start, end] (server time) of the last confirmed run's own imports and removals: the next
+    #: change query skips that window (the count check covers others' changes inside it).
+    own_changes: list[str] | None = None
     #: When the state was written (client clock, ISO 8601): the age check.
     written_at: str | None = None
 
@@ -130,6 +133,7 @@ class StateMeta:
                 "members_expected": self.members_expected,
                 "full_listing_at": self.full_listing_at,
                 "pending_activity_ids": self.pending_activity_ids,
+                "own_changes": self.own_changes,
                 "written_at": self.written_at,
                 "status_codes": {str(code): name for code, name in STATUS_NAMES.items()},
             }
@@ -156,6 +160,7 @@ class StateMeta:
             members_expected={k: list(v) for k, v in (data.get("members_expected") or {}).items()},
             full_listing_at=dict(data.get("full_listing_at") or {}),
             pending_activity_ids=list(data.get("pending_activity_ids") or []),
+            own_changes=data.get("own_changes"),
             written_at=data.get("written_at"),
         )
 

@@ -42,6 +42,10 @@ if TYPE_CHECKING:
     from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
 
 
+#: A run with more activities than this is not looked up for its time window (requests).
+MAX_WINDOW_ACTIVITIES = 50
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -136,16 +140,23 @@ def commit_state(
         for item in hook.iter_contact_lists(include_membership_count=True):
             if item.get("list_id") in wanted and item.get("membership_count") is not None:
                 members[item["list_id"]] = [int(item["membership_count"])] * 2
-    watermark = meta.watermark
-    if watermark is None and activity_ids:
-        # Nothing read carried an updated_at (an empty list): the import's creation time is the
-        # server's clock just after the lists were read (changes are re-read an hour back).
-        watermark = hook.get_activity(activity_ids[0]).get("created_at")
+    watermark, own_changes = meta.watermark, None
+    if activity_ids and len(activity_ids) <= MAX_WINDOW_ACTIVITIES:
+        # Server times of the run's own changes: the next change query leaves them out.
+        activities = [hook.get_activity(activity_id) for activity_id in activity_ids]
+        begin = min((a["created_at"] for a in activities if a.get("created_at")), default=None)
+        end = max((a.get("updated_at") or a.get("created_at") or "" for a in activities), default="")
+        if confirmed and begin and end:
+            own_changes = [begin, end]
+        # Nothing read carried an updated_at (an empty list): the first activity's creation is
+        # the server's clock just after the lists were read (changes are re-read an hour back).
+        watermark = watermark or begin
     state = ExportState(
         table.replace_schema_metadata(None),
         replace(
             meta,
             watermark=watermark,
+            own_changes=own_changes,
             members_expected=members,
             pending_activity_ids=[] if confirmed else list(activity_ids),
             written_at=_now(),
