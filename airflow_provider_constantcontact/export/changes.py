@@ -319,7 +319,8 @@ class ChangeReader:
         if begin is not None and finish is not None and begin <= finish:
             after = _parse_time(since)
             assert after is not None
-            windows = [{"updated_after": _iso(max(after, finish))}]
+            # One second past the end: whether updated_after is inclusive is not documented.
+            windows = [{"updated_after": _iso(max(after, finish + timedelta(seconds=1)))}]
             if after < begin:
                 windows.insert(0, {"updated_after": since, "updated_before": _iso(begin)})
         tables: dict[str, list[pa.Table]] = {list_id: [] for list_id in list_ids}

@@ -148,9 +148,11 @@ def commit_state(
         end = max((a.get("updated_at") or a.get("created_at") or "" for a in activities), default="")
         if confirmed and begin and end:
             own_changes = [begin, end]
-        # Nothing read carried an updated_at (an empty list): the first activity's creation is
-        # the server's clock just after the lists were read (changes are re-read an hour back).
-        watermark = watermark or begin
+        # The first activity's creation is the server's clock just after the lists and changes
+        # were read: the watermark moves up to it (changes are re-read an hour back, and the
+        # count check covers the rest), so a full listing of old contacts is not read again.
+        if begin and (watermark is None or begin > watermark):
+            watermark = begin
     state = ExportState(
         table.replace_schema_metadata(None),
         replace(
