@@ -47,4 +47,7 @@ MAX_CUSTOM_FIELDS_PER_CONTACT = 25
 
 # --------------------------------------------------------------------------------- activities
 TERMINAL_ACTIVITY_STATES = frozenset({"completed", "cancelled", "failed", "timed_out"})
+#: Days an activity record can be read (``GET /activities[/{id}]``); older ones are a 404.
+#: V2 documented 14; 10 is the shorter, safe figure (docs/api-semantics.md).
+ACTIVITY_RECORD_DAYS = 10
 FAILED_ACTIVITY_STATES = frozenset({"cancelled", "failed", "timed_out"})

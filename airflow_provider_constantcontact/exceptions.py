@@ -7,7 +7,7 @@ wrong without anyone re-running the request. Messages never contain tokens or pe
 
 from __future__ import annotations
 
-from airflow.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException
 
 
 class ConstantContactError(AirflowException):

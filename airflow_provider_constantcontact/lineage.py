@@ -8,7 +8,7 @@ The export operator calls four things here:
   lists known only at run time (a task may only emit events for its declared outlets).
 * :func:`emit_list_events` once the imports were sent: one Asset event per contact list that the
   run changed (contacts imported into it, or members removed from it in mirror mode), through the
-  alias. ``extra`` holds counts only. A dry run, or a run that sent nothing, emits none. Events are
+  alias. ``extra`` holds counts only. A plan-only run, or a run that sent nothing, emits none. Events are
   recorded only when the task succeeds, so emitting before the wait for the imports is safe.
 * :func:`openlineage_facets` from ``get_openlineage_facets_on_complete``: the Parquet source as
   input, each changed list as output, with column-level lineage from ``field_mapping``. It imports
@@ -157,9 +157,9 @@ def changed_lists(summary: Mapping[str, Any] | None) -> dict[str, dict[str, int]
 
     A list changed when contacts were imported into it (``contacts_submitted`` > 0: each import
     adds its contacts to every list of the run) or, in mirror mode, members were removed from it
-    (``removed: {list_id: count}``). Nothing for a dry run or a missing summary.
+    (``removed: {list_id: count}``). Nothing for a plan-only run or a missing summary.
     """
-    if not summary or summary.get("dry_run"):
+    if not summary or summary.get("plan_only"):
         return {}
     submitted = int(summary.get("contacts_submitted") or 0)
     mirror = "removed" in summary
@@ -297,8 +297,8 @@ def openlineage_facets(operator: BaseOperator, task_instance: Any = None) -> Any
     """``OperatorLineage`` of a finished export: source input, changed lists as outputs.
 
     Reads the rendered operator (``source``, ``list_ids``, ``field_mapping``, ``segment_column``,
-    ``dry_run``) and the summary :func:`emit_list_events` left on it. Without that summary (e.g.
-    resumed after a deferral without its kwargs) every list of a non-dry run counts as changed.
+    ``plan_only``) and the summary :func:`emit_list_events` left on it. Without that summary (e.g.
+    resumed after a deferral without its kwargs) every list of a run that is not plan-only counts as changed.
     """
     from airflow.providers.common.compat.openlineage.facet import (
         Dataset,
@@ -311,7 +311,7 @@ def openlineage_facets(operator: BaseOperator, task_instance: Any = None) -> Any
     summary = getattr(operator, _SUMMARY_ATTRIBUTE, None)
     if summary:
         changed = changed_lists(summary)
-    elif parse_bool(getattr(operator, "dry_run", False), "dry_run"):
+    elif parse_bool(getattr(operator, "plan_only", False), "plan_only"):
         changed = {}
     else:
         changed = {list_id: {} for list_id in _list_ids(getattr(operator, "list_ids", None))}
@@ -326,7 +326,7 @@ def openlineage_facets(operator: BaseOperator, task_instance: Any = None) -> Any
         facets: dict[str, Any] = {}
         if "email" in field_mapping and inputs:
             facets["columnLineage"] = _column_lineage(field_mapping, inputs, segment_column)
-        statistics = {}
+        statistics: dict[str, Any] = {}
         if counts.get("contacts_submitted"):
             statistics["outputStatistics"] = OutputStatisticsOutputDatasetFacet(
                 rowCount=counts["contacts_submitted"]

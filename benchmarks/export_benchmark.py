@@ -7,8 +7,8 @@
 It generates a segment (email, first name, last name, one custom field; 2.5% invalid or missing
 emails, ~1.4% duplicates) as Parquet and starts the sandbox as a sub-process the way a user would
 (``python -m airflow_provider_constantcontact.sandbox``; its CPU and memory stay out of the
-measurement). Then, in this process, it runs the operator's export with ``dry_run=True``
-(everything but the POSTs: the export's own cost), the real export (``dry_run=False``,
+measurement). Then, in this process, it runs the operator's export with ``plan_only=True``
+(the "dry run": everything but the POSTs, the export's own cost), the real export (``plan_only=False``,
 ``wait_for_completion=False``: like the real service, the sandbox answers an import once the
 body is validated and applies it in the background, so the wall time covers reading,
 validating, encoding and submitting; it also reports when the sandbox had applied everything),
@@ -251,7 +251,7 @@ def run_export(path: Path, info: dict[str, Any], *, dry_run: bool = False) -> di
         list_ids=info["list_id"],
         field_mapping=FIELD_MAPPING,
         wait_for_completion=False,
-        dry_run=dry_run,
+        plan_only=dry_run,
     )
     hook = operator.hook = make_hook(info)
     counter = RequestCounter().attach(hook.get_conn())

@@ -1,7 +1,9 @@
 """Benchmark the sandbox's handling of ~4 MB contacts_json_import bodies.
 
-    python benchmarks/sandbox_benchmark.py                     # 28 bodies in-process, 28 over HTTP
+    python benchmarks/sandbox_benchmark.py                     # 28 bodies in-process, 28 over HTTP,
+                                                               # a 1,000,000-member list
     python benchmarks/sandbox_benchmark.py --bodies 10 --http-bodies 0 --body-bytes 4000000
+    python benchmarks/sandbox_benchmark.py --bodies 0 --http-bodies 0 --members 1000000
 
 It builds export-like bodies (email, first name, last name and one custom field a contact,
 every body new addresses, so the account grows as in a 1,000,000-contact export) and times,
@@ -21,6 +23,12 @@ first applies the queued import); then, on a fresh sandbox, it posts every body 
 and times the answers and the first read after them. Building the bodies is not timed; the
 garbage collector stays on, as in a user's test process. It prints median, min and max per
 step and contacts a second at the median.
+
+Then, unless ``--members 0``, what the export state asks of a list of ``--members`` members
+(default 1,000,000), over HTTP: the memory the seeded list takes (resident set growth), the
+``membership_count`` of the list, a quiet-day ``updated_after`` query, the same query after 1%
+of the members changed (paged, ``include=list_memberships``), ``optout_after``, and a full
+listing of the list (members / 500 requests).
 """
 
 from __future__ import annotations
@@ -212,6 +220,86 @@ def bench_http(count: int, body_bytes: int) -> None:
         )
 
 
+def rss_bytes() -> int:
+    """This process's resident set size (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def read_all(session: requests.Session, sandbox: ConstantContactSandbox, **params: Any) -> tuple[int, int]:
+    """Page through a contacts listing; returns (contacts, requests)."""
+    response = session.get(sandbox.api_base_url + "/contacts", params=params, timeout=120)
+    contacts = requests_made = 0
+    while True:
+        response.raise_for_status()
+        body = response.json()
+        contacts += len(body["contacts"])
+        requests_made += 1
+        href = body.get("_links", {}).get("next", {}).get("href")
+        if not href:
+            return contacts, requests_made
+        response = session.get(sandbox.base_url + href, timeout=120)
+
+
+def bench_members(members: int) -> None:
+    """The export state's questions to a list of ``members`` members, over HTTP."""
+    changed = max(1, members // 100)
+    with http_sandbox() as (sandbox, session):
+        list_id = sandbox.list_ids["Benchmark"]
+        emails = [contact(n)["email"] for n in range(members)]
+        before = rss_bytes()
+        _, seeding = timed(lambda: sandbox.add_list_members(list_id, emails, first_name="Olivia"))
+        grown = rss_bytes() - before
+        print(
+            f"\na list of {members:,} members: seeded in {seeding:.1f} s; resident memory grew by"
+            f" {grown / 2**20:,.0f} MiB ({grown / members:,.0f} bytes a member, the addresses included)"
+        )
+        since = sandbox.now()
+        sandbox.advance_time(86400)
+        figures: list[tuple[str, float, str]] = []
+
+        def query(label: str, **params: Any) -> None:
+            (count, pages), seconds = timed(lambda: read_all(session, sandbox, **params))
+            figures.append((label, seconds, f"{count:,} contacts, {pages:,} requests"))
+
+        def count_of(kind: str) -> None:
+            url = f"{sandbox.api_base_url}/contact_lists/{list_id}"
+            response, seconds = timed(
+                lambda: session.get(url, params={"include_membership_count": kind}, timeout=60)
+            )
+            figures.append((f"membership_count={kind}", seconds, f"{response.json()['membership_count']:,}"))
+
+        count_of("all")
+        count_of("active")
+        quiet = {"updated_after": sandbox.now().isoformat(), "lists": list_id, "limit": 500}
+        query("quiet day: updated_after, lists", **quiet)
+        query("quiet day: updated_after, whole account", updated_after=sandbox.now().isoformat())
+        day = sandbox.now()
+        sandbox.advance_time(1)
+        sandbox.add_list_members(list_id, emails[:changed], first_name="Changed")
+        sandbox.leave_list(list_id, emails[changed : 2 * changed])
+        sandbox.mark_unsubscribed(emails[2 * changed : 2 * changed + changed // 10])
+        query(
+            f"after {changed:,} changed, {changed:,} left, {changed // 10:,} unsubscribed: updated_after",
+            updated_after=day.isoformat(),
+            include="list_memberships",
+            limit=500,
+        )
+        query("optout_after", optout_after=day.isoformat(), limit=500)
+        count_of("active")
+        query("full listing of the list", lists=list_id, limit=500)
+        query("created_after the seeding (whole account)", created_after=since.isoformat(), limit=500)
+    print(f"  {'question':<78}{'time':>10}  answer")
+    for label, seconds, answer in figures:
+        print(f"  {label:<78}{seconds * 1000:>8.1f}ms  {answer}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the figures."""
     parser = argparse.ArgumentParser(
@@ -220,11 +308,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bodies", type=int, default=28, help="bodies timed in-process")
     parser.add_argument("--http-bodies", type=int, default=28, help="bodies timed over HTTP (0: skip)")
     parser.add_argument("--body-bytes", type=int, default=4_000_000, help="size of each body, at most")
+    parser.add_argument(
+        "--members", type=int, default=1_000_000, help="members of the list the change queries read (0: skip)"
+    )
     args = parser.parse_args(argv)
     print(f"Python {platform.python_version()} on {platform.machine()}, {sys.platform}")
-    bench_in_process(args.bodies, args.body_bytes)
+    if args.bodies:
+        bench_in_process(args.bodies, args.body_bytes)
     if args.http_bodies:
         bench_http(args.http_bodies, args.body_bytes)
+    if args.members:
+        bench_members(args.members)
     return 0
 
 

@@ -18,14 +18,15 @@ Trigger this DAG from the UI ("Trigger DAG" opens a form), the REST API or
 | `max_removal_ratio` | Mirror: refuse, changing nothing, when a list would lose more than this share |
 | `state_path` | Export state: where this export remembers what it sent (empty: none, see the README) |
 | `full_refresh` | With state: re-read the lists and re-send everyone (still never those who left a list) |
-| `dry_run` | Read, validate and count everything, but send nothing |
+| `plan_only` | Read, validate and count everything, but change nothing in Constant Contact |
 | `max_error_ratio` | Fail when Constant Contact rejected more than this fraction of the contacts |
 
 `choose_mode` picks the path: `export_segment` submits the import and `wait_for_import` waits
 for it in the triggerer (deferrable, no worker slot held) and returns the import summary; with
-`dry_run`, `dry_run_export` reads, validates and counts everything but sends nothing, and its
-summary (XCom) tells what would have been sent. The Constant Contact connection is
-`constantcontact_default`.
+`plan_only`, `plan_only_export` reads, validates and counts everything but changes nothing, and
+its summary (XCom) is the plan: what would have been sent, created and removed. A conf that
+still says `dry_run` (this form's old name for it) is read as `plan_only`. The Constant Contact
+connection is `constantcontact_default`.
 """
 
 from __future__ import annotations
@@ -167,11 +168,14 @@ with DAG(
                 "who left a list). For a periodic reconciliation."
             ),
         ),
-        "dry_run": Param(
+        "plan_only": Param(
             False,
             type="boolean",
-            title="Dry run",
-            description="Read, validate and count the contacts, but send nothing to Constant Contact.",
+            title="Plan only",
+            description=(
+                "Read, validate and count the contacts, and report what would be sent, created and "
+                "removed, but change nothing in Constant Contact."
+            ),
         ),
         "max_error_ratio": Param(
             0.1,
@@ -189,8 +193,13 @@ with DAG(
 
     @task.branch
     def choose_mode(params: dict) -> str:
-        """A dry run takes its own path: the import wait only follows a real export."""
-        return "dry_run_export" if params["dry_run"] else "export_segment"
+        """A plan-only run takes its own path: the import wait only follows a real export.
+
+        A conf with the form's old key ``dry_run`` (runs triggered by scripts written before the
+        rename) still gets a plan, never a real export.
+        """
+        plan_only = params["plan_only"] or bool(params.get("dry_run"))
+        return "plan_only_export" if plan_only else "export_segment"
 
     export_args = {
         "source": "{{ params.source }}",
@@ -213,8 +222,8 @@ with DAG(
     export = ConstantContactSegmentExportOperator(
         task_id="export_segment", wait_for_completion=False, **export_args
     )
-    dry_run = ConstantContactSegmentExportOperator(task_id="dry_run_export", dry_run=True, **export_args)
-    choose_mode() >> [export, dry_run]
+    plan = ConstantContactSegmentExportOperator(task_id="plan_only_export", plan_only=True, **export_args)
+    choose_mode() >> [export, plan]
 
     ConstantContactImportSensor(
         task_id="wait_for_import",

@@ -93,7 +93,8 @@ def _metadata_db(action: str) -> Iterator[None]:
     except Exception as exc:
         # A DB driver error (`orig`) names the problem ("no such table: connection") without the
         # statement's parameters, which hold the (encrypted) secrets.
-        reason = f"{type(exc).__name__}: {exc.orig}" if getattr(exc, "orig", None) else type(exc).__name__
+        orig = getattr(exc, "orig", None)
+        reason = f"{type(exc).__name__}: {orig}" if orig else type(exc).__name__
         raise AuthCliError(
             f"Could not {action} the Airflow metadata DB ({reason}). Run this where Airflow's "
             "configuration (AIRFLOW_HOME, the database URL and the Fernet key) is that of the "

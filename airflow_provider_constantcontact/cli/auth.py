@@ -18,7 +18,6 @@ from typing import Any, TextIO
 
 from airflow_provider_constantcontact.cli._device import run_device
 from airflow_provider_constantcontact.cli._oauth import (
-    DEFAULT_OAUTH_BASE_URL,
     DEFAULT_SCOPES,
     EXIT_USAGE,
     AuthCliError,
@@ -37,7 +36,7 @@ from airflow_provider_constantcontact.cli._output import (
     write_private_file,
 )
 from airflow_provider_constantcontact.cli._pkce import DEFAULT_PORT, run_pkce
-from airflow_provider_constantcontact.constants import DEFAULT_API_BASE_URL
+from airflow_provider_constantcontact.constants import DEFAULT_API_BASE_URL, DEFAULT_OAUTH_BASE_URL
 
 CLIENT_ID_ENV = "CONSTANTCONTACT_CLIENT_ID"
 CLIENT_SECRET_ENV = "CONSTANTCONTACT_CLIENT_SECRET"

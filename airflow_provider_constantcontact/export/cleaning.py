@@ -90,7 +90,7 @@ def _decodes(value: bytes) -> bool:
 
 
 def _is_large(data_type: pa.DataType) -> bool:
-    return pa.types.is_large_string(data_type) or pa.types.is_large_binary(data_type)
+    return bool(pa.types.is_large_string(data_type) or pa.types.is_large_binary(data_type))
 
 
 def _timestamp_text(values: pa.Array) -> pa.Array:
@@ -267,7 +267,7 @@ def classify(batch: pa.RecordBatch, plan: ContactPlan) -> tuple[pa.Array, pa.Arr
         else:
             cleaned = clean_field(column, spec)
         for reason, flagged in ((spec.encoding_reason, cleaned.bad_utf8), (spec.reject_reason, cleaned.bad)):
-            if flagged is not None:
+            if flagged is not None and reason is not None:  # only strict and int fields flag `bad`
                 codes = pc.if_else(pc.and_(pc.equal(codes, OK), flagged), plan.code(reason), codes)
     return codes, emails
 

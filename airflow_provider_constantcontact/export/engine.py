@@ -59,7 +59,7 @@ def _batches_left(contacts: int, bytes_per_contact: float) -> int:
 
 
 class SegmentExport:
-    """One run of the export: checks, both passes, sending (unless a dry run), the summary."""
+    """One run of the export: checks, both passes, sending (unless planning only), the summary."""
 
     def __init__(self, source: SegmentSource, settings: ExportSettings, log: logging.Logger | Any) -> None:
         self.settings = settings
@@ -112,7 +112,7 @@ class SegmentExport:
         """The whole export in the documented order; the summary.
 
         Read the segment; in mirror mode read each list's members and check the removal guard;
-        then (unless a dry run) create the missing lists, import, and remove the members who
+        then (unless planning only) create the missing lists, import, and remove the members who
         left. Nothing changes in Constant Contact before the guard has passed for every list.
         """
         settings = self.settings
@@ -136,11 +136,11 @@ class SegmentExport:
             check_removal_guard(
                 removals, max_removal_ratio=settings.max_removal_ratio, contacts=scan.contacts
             )
-        sender = None if settings.dry_run else hook
+        sender = None if settings.plan_only else hook
         list_ids = list(targets.list_ids)
         for name in targets.names_to_create:
             if sender is None:
-                self.log.info("Dry run: would create the contact list %r", name)
+                self.log.info("Plan only: would create the contact list %r", name)
                 list_ids.append(NEW_LIST_PLACEHOLDER)
             else:
                 created = hook.create_contact_list(name)
@@ -179,10 +179,10 @@ class SegmentExport:
         mirror = settings.sync_mode == "mirror"
         list_ids = list(targets.list_ids)
         for name in targets.names_to_create:
-            if settings.dry_run:
+            if settings.plan_only:
                 raise ValueError(
-                    f"A dry run with state_path cannot plan for the list {name!r}, which does not exist yet: "
-                    "create it (or run once without dry_run)"
+                    f"plan_only with state_path cannot plan for the list {name!r}, which does not exist yet: "
+                    "create it (or run once without plan_only)"
                 )
             created = hook.create_contact_list(name)
             self.log.info("Created the contact list %r: %s", name, created["list_id"])
@@ -232,7 +232,7 @@ class SegmentExport:
             {list_id: entry.mode for list_id, entry in check.lists.items()},
             check.requests,
         )
-        sender = None if settings.dry_run else hook
+        sender = None if settings.plan_only else hook
         journal_state = stage_journal(sync, check, identity)
         if sender is not None:
             # Before any change: a killed run leaves this, and the next run knows what it removed.
@@ -258,7 +258,7 @@ class SegmentExport:
         summary["contacts_to_update"] = sync.count("to_update")
         summary["left_list_outside_export"] = left
         summary["unsubscribed_outside_export"] = unsubscribed
-        if settings.dry_run:
+        if settings.plan_only:
             summary["plan"] = {
                 list_id: {
                     "to_add": entry.to_add,
@@ -279,7 +279,7 @@ class SegmentExport:
         list_ids: list[str],
         sync: SyncPlan | None = None,
     ) -> ExportSummary:
-        """Pass two: encode and send (``hook`` None: a dry run that sends nothing); the summary."""
+        """Pass two: encode and send (``hook`` None: plan only, nothing is sent); the summary."""
         settings = self.settings
         started = time.monotonic()
         activity_ids: list[str] = []
@@ -298,7 +298,7 @@ class SegmentExport:
                     total_bytes += len(body.body)
                     sent_contacts += body.contacts
                 self.log.info(
-                    "Dry run: would send %d contacts in %d request(s), %d bytes; nothing was sent",
+                    "Plan only: would send %d contacts in %d request(s), %d bytes; nothing was sent",
                     sent_contacts,
                     batches,
                     total_bytes,
@@ -326,12 +326,13 @@ class SegmentExport:
             "batches": batches,
             "bytes_submitted": total_bytes,
             "truncated": dict(sorted(truncated.items())),
+            "plan_only": hook is None,
             "dry_run": hook is None,
             "files": len(self.reader.source.files),
         }
         if self.reader.filter is not None:
             summary["rows_filtered_out"] = self.reader.dataset.count_rows() - scan.rows_read
-        if rejects is not None:
+        if rejects is not None and settings.rejects_path:
             summary["rejects_path"] = file_path(settings.rejects_path)
             summary["rejects_written"] = rejects.rows
         self._check_accounting(summary, scan, sync)

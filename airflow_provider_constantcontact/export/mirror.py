@@ -144,7 +144,7 @@ def check_removal_guard(removals: Sequence[ListRemovals], *, max_removal_ratio: 
 def send_removals(
     hook: ConstantContactHook | None, removals: Sequence[ListRemovals], log: logging.Logger | Any
 ) -> list[str]:
-    """Remove the memberships, 500 contact ids a request (``hook`` None: a dry run); the activity ids."""
+    """Remove the memberships, 500 contact ids a request (``hook`` None: plan only); the activity ids."""
     activity_ids: list[str] = []
     for plan in removals:
         if hook is None or not plan.count:
@@ -159,7 +159,7 @@ def send_removals(
 
 
 def write_removals(path: str, removals: Sequence[ListRemovals], conn_id: str | None) -> int:
-    """One Parquet row per removed (or, in a dry run, to-be-removed) membership; the rows written."""
+    """One Parquet row per removed (or, when planning only, to-be-removed) membership; the rows written."""
     output = ParquetOutput(path, REMOVALS_SCHEMA, conn_id=conn_id)
     try:
         for plan in removals:

@@ -80,7 +80,7 @@ def _unknown_list_ids(hook: ConstantContactHook, list_ids: list[str]) -> list[st
     return [list_id for list_id in list_ids if list_id in missing]
 
 
-def _account_lists(hook: ConstantContactHook) -> Iterator[dict]:
+def _account_lists(hook: ConstantContactHook) -> Iterator[dict[str, Any]]:
     """Every contact list of the account; a 404 is told apart from a wrong API URL first."""
     try:
         yield from hook.iter_contact_lists()
@@ -114,10 +114,10 @@ def _resolve_names(
 ) -> ListTargets:
     """Ids for ``list_names`` (and a check of ``list_ids``) in one pass over the account's lists."""
     by_name: dict[str, list[str]] = {}
-    known_ids = set()
+    known_ids: set[str] = set()
     for contact_list in _account_lists(hook):
-        known_ids.add(contact_list.get("list_id"))
-        by_name.setdefault(str(contact_list.get("name")), []).append(contact_list.get("list_id"))
+        known_ids.add(contact_list["list_id"])
+        by_name.setdefault(str(contact_list.get("name")), []).append(contact_list["list_id"])
     unknown_ids = [list_id for list_id in list_ids if list_id not in known_ids]
     if unknown_ids:
         raise ConstantContactNotFoundError(

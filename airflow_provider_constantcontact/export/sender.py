@@ -42,7 +42,7 @@ def send_bodies(
         accepted[1] += body.contacts
         return activity
 
-    pending: list[tuple[ImportBody, Future]] = []
+    pending: list[tuple[ImportBody, Future[dict[str, Any]]]] = []
     number = 0
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cc-import") as pool:

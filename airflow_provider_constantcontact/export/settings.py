@@ -8,7 +8,7 @@ from typing import Any
 from airflow_provider_constantcontact.export.fields import ContactPlan
 
 SYNC_MODES = ("upsert", "mirror")
-#: Stands in for the id of a list a dry run would create (same length as a real id: body sizes).
+#: Stands in for the id of a list a plan-only run would create (same length as a real id: body sizes).
 NEW_LIST_PLACEHOLDER = "00000000-0000-0000-0000-000000000000"
 
 
@@ -31,7 +31,8 @@ class ExportSettings:
     #: Connection for object storage (the source, the rejects file).
     storage_conn_id: str | None = None
     max_contacts: int | None = None
-    dry_run: bool = False
+    #: Check and prepare everything, change nothing in Constant Contact.
+    plan_only: bool = False
     #: "upsert" adds and updates; "mirror" also removes members who are not in the segment.
     sync_mode: str = "upsert"
     max_removal_ratio: float = 0.1

@@ -21,11 +21,14 @@ class _Always(TypedDict):
     duplicates: int
     #: Reject reason -> rows.
     rejected: dict[str, int]
-    #: Import requests sent (or that a dry run would send) and their bytes.
+    #: Import requests sent (or that a plan-only run would send) and their bytes.
     batches: int
     bytes_submitted: int
     #: Field -> values shortened to the field's limit.
     truncated: dict[str, int]
+    #: Nothing was changed in Constant Contact: the summary is the plan (``plan_only=True``).
+    plan_only: bool
+    #: The same as ``plan_only`` under its old name, kept until 0.2.0 for readers of older summaries.
     dry_run: bool
     files: int
 
@@ -38,19 +41,21 @@ class ExportSummary(_Always, total=False):
     #: With ``rejects_path``: where the rows not sent went, and how many.
     rejects_path: str
     rejects_written: int
-    #: After waiting: the activities' counters summed, their states, and ``waited``.
+    #: After waiting: the activities' counters summed (``utils.activities.STATUS_COUNTERS``;
+    #: ``list_count`` counts the lists of removal activities), their states, and ``waited``.
     items_total_count: int
     items_completed_count: int
     person_count: int
     error_count: int
     correctable_count: int
     cannot_add_to_list_count: int
+    list_count: int
     activity_states: dict[str, str]
     waited: bool
-    #: list_names with create_missing_lists: the names created (or, in a dry run, to create).
+    #: list_names with create_missing_lists: the names created (or, when planning only, to create).
     lists_created: list[str]
     lists_to_create: list[str]
-    #: Mirror mode: list id -> memberships removed (or that a dry run would remove), list id ->
+    #: Mirror mode: list id -> memberships removed (or that a plan-only run would remove), list id ->
     #: members before the run, the removal activities (also in activity_ids), the contacts
     #: listing's requests, and with removals_path the file of removed memberships.
     removed: dict[str, int]
@@ -63,7 +68,7 @@ class ExportSummary(_Always, total=False):
     #: ("incremental" or "full") and the requests that took; the contacts skipped as unchanged, to
     #: add (new to a list) and to update; memberships kept out because the contact left that list
     #: or unsubscribed outside the export (also rows in ``rejected`` as left_list / unsubscribed
-    #: when sent to no list); in a dry run the plan per list; whether the state was committed.
+    #: when sent to no list); with plan_only the plan per list; whether the state was committed.
     state_path: str
     changes_read: dict[str, str]
     change_requests: int

@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, TypedDict
 
 import requests
 import tenacity
@@ -137,6 +137,16 @@ def quota_reset_text(now: datetime | None = None) -> str:
     return f"it resets at 00:00 UTC, in {minutes // 60}h {minutes % 60:02d}m"
 
 
+class _ErrorFields(TypedDict):
+    """The keyword arguments every :class:`ConstantContactError` of a response takes."""
+
+    status: int
+    method: str
+    path: str
+    error_key: str | None
+    error_message: str | None
+
+
 def error_for_response(
     response: requests.Response, method: str, path: str, *, hint: str | None = None
 ) -> ConstantContactError:
@@ -145,7 +155,7 @@ def error_for_response(
     error_key, error_message = parse_error_body(response)
     detail = ": ".join(p for p in (error_key, error_message) if p) or response.reason or "no detail"
     message = f"Constant Contact {method} {path} failed with HTTP {status} ({detail})"
-    kwargs = {
+    kwargs: _ErrorFields = {
         "status": status,
         "method": method,
         "path": path,
@@ -351,7 +361,7 @@ class HttpClient:
                     method=method,
                     path=log_path,
                 ) from None
-            error = ConstantContactServerError(
+            error: ConstantContactError = ConstantContactServerError(
                 f"Constant Contact {method} {log_path} failed: {type(exc).__name__} "
                 f"(host unreachable, connection dropped or timed out)",
                 method=method,

@@ -10,19 +10,22 @@ from __future__ import annotations
 import json as jsonlib
 import logging
 from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlsplit
 
 from airflow.sdk import BaseHook
 
 from airflow_provider_constantcontact.constants import (
+    ACTIVITY_RECORD_DAYS,
     DEFAULT_API_BASE_URL,
     DEFAULT_TOKEN_URL,
     MAX_CONTACT_IDS_PER_REMOVAL,
     MAX_CUSTOM_FIELDS_PAGE_SIZE,
     MAX_IMPORT_BODY_BYTES,
     MAX_IMPORT_CONTACTS,
+    MAX_LISTS_PER_CONTACTS_QUERY,
     MAX_LISTS_PER_REQUEST,
     MAX_PAGE_SIZE,
     MAX_REQUESTS_PER_SECOND,
@@ -55,6 +58,7 @@ __all__ = [
     "MAX_LISTS_PER_REQUEST",
     "REQUIRED_SCOPES",
     "ConstantContactHook",
+    "api_timestamp",
 ]
 
 log = logging.getLogger(__name__)
@@ -62,6 +66,19 @@ log = logging.getLogger(__name__)
 #: Default pace of API calls (connection extra ``max_requests_per_second``): the API's own limit.
 DEFAULT_MAX_REQUESTS_PER_SECOND = MAX_REQUESTS_PER_SECOND
 MASKED_VALUE = "***"
+
+
+def api_timestamp(value: datetime | str) -> str:
+    """A date filter as the API takes it: ISO 8601 in UTC with milliseconds and ``Z``.
+
+    Strings pass as they are. A naive datetime is refused: read as local time or as UTC it
+    could shift the window of an ``updated_after`` query by hours and miss changes.
+    """
+    if isinstance(value, str):
+        return value
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"Give a timezone-aware datetime (e.g. in UTC), got the naive {value.isoformat()}")
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 class ConstantContactHook(BaseHook):
@@ -154,7 +171,7 @@ class ConstantContactHook(BaseHook):
     def max_requests_per_second(self) -> float:
         """Pace of API calls in this process; 0 turns pacing off."""
         value = self._extra.get("max_requests_per_second")
-        if value in (None, ""):
+        if value is None or value == "":
             return DEFAULT_MAX_REQUESTS_PER_SECOND
         try:
             rate = float(value)
@@ -185,22 +202,23 @@ class ConstantContactHook(BaseHook):
         conn = self.connection
         # No client secret means a public client (an application registered for PKCE or the
         # device flow without a secret): refreshes then send the client id in the form body.
+        client_id = conn.login
         missing = [
             label
             for label, value in (
-                ("Client ID (login)", conn.login),
+                ("Client ID (login)", client_id),
                 ("refresh_token (extra)", self._extra.get("refresh_token")),
             )
             if not value
         ]
-        if missing:
+        if missing or not client_id:
             raise ConstantContactAuthError(
                 f"Constant Contact connection '{self.constantcontact_conn_id}' lacks {', '.join(missing)}. "
                 "Run `constantcontact-auth` to obtain a refresh token and see docs/hook.md."
             )
         return TokenManager(
             conn_id=self.constantcontact_conn_id,
-            client_id=conn.login,
+            client_id=client_id,
             client_secret=conn.password,
             refresh_token=self._extra["refresh_token"],
             token_url=self.token_url,
@@ -245,15 +263,16 @@ class ConstantContactHook(BaseHook):
         method = method.upper()
         url = self._url(path)
         log_path = urlsplit(url).path  # never the query string: it may hold an email address
-        token = self.tokens.access_token()
-        for attempt in range(2):
+
+        def send(token: str) -> requests.Response:
             headers = {"Authorization": f"Bearer {token}", **(extra_headers or {})}
-            response = self._http.send(method, url, log_path=log_path, headers=headers, **kwargs)
-            if response.status_code == 401 and attempt == 0:
-                log.info("Constant Contact %s %s: 401, refreshing the access token once", method, log_path)
-                token = self.tokens.access_token(stale=token)
-                continue
-            break
+            return self._http.send(method, url, log_path=log_path, headers=headers, **kwargs)
+
+        token = self.tokens.access_token()
+        response = send(token)
+        if response.status_code == 401:
+            log.info("Constant Contact %s %s: 401, refreshing the access token once", method, log_path)
+            response = send(self.tokens.access_token(stale=token))
         if response.status_code >= 400:
             raise error_for_response(response, method, log_path, hint=not_found_message)
         return response
@@ -299,7 +318,23 @@ class ConstantContactHook(BaseHook):
             kwargs["extra_headers"] = {"Content-Type": "application/json"}
         return self._decode(self._send(method, path, **kwargs), method.upper())
 
-    def _pages(self, path: str, items_key: str, params: dict[str, Any] | None) -> Iterator[list[dict]]:
+    def _request_object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """:meth:`request` for a call the API answers with a JSON object; anything else fails."""
+        body = self.request(method, path, **kwargs)
+        if not isinstance(body, dict):
+            log_path = urlsplit(self._url(path)).path
+            raise ConstantContactError(
+                f"Constant Contact {method.upper()} {log_path} answered with no JSON object "
+                f"({type(body).__name__}): check the connection's api_base_url (default "
+                f"{DEFAULT_API_BASE_URL}).",
+                method=method.upper(),
+                path=log_path,
+            )
+        return body
+
+    def _pages(
+        self, path: str, items_key: str, params: dict[str, Any] | None
+    ) -> Iterator[list[dict[str, Any]]]:
         """Yield the items of each page, one request a page, following ``_links.next.href``.
 
         The only pagination loop of the hook. ``None`` params are left out; pages after the
@@ -313,7 +348,7 @@ class ConstantContactHook(BaseHook):
             next_path = ((body.get("_links") or {}).get("next") or {}).get("href")
             page_params = {}
 
-    def _paginate(self, path: str, items_key: str, params: dict[str, Any] | None) -> Iterator[dict]:
+    def _paginate(self, path: str, items_key: str, params: dict[str, Any] | None) -> Iterator[dict[str, Any]]:
         """Yield every item of every page (see :meth:`_pages`)."""
         for page in self._pages(path, items_key, params):
             yield from page
@@ -321,18 +356,26 @@ class ConstantContactHook(BaseHook):
     # ------------------------------------------------------------------------------ contact lists
     def iter_contact_lists(
         self, *, name: str | None = None, include_membership_count: bool = False
-    ) -> Iterator[dict]:
+    ) -> Iterator[dict[str, Any]]:
         """Every contact list (optionally filtered by ``name``), following pagination."""
         params: dict[str, Any] = {"limit": MAX_PAGE_SIZE, "name": name}
         if include_membership_count:
             params["include_membership_count"] = "all"
         return self._paginate("/contact_lists", "lists", params)
 
-    def get_contact_list(self, list_id: str) -> dict:
-        """One contact list; :class:`ConstantContactNotFoundError` naming the id when unknown."""
-        return self.request(
+    def get_contact_list(
+        self, list_id: str, *, include_membership_count: bool | Literal["all", "active"] = False
+    ) -> dict[str, Any]:
+        """One contact list; :class:`ConstantContactNotFoundError` naming the id when unknown.
+
+        ``include_membership_count``: True or ``"all"`` adds ``membership_count`` (every member),
+        ``"active"`` counts only mailable members. One request whatever the list's size.
+        """
+        count = "all" if include_membership_count is True else include_membership_count or None
+        return self._request_object(
             "GET",
             f"/contact_lists/{quote(str(list_id), safe='')}",
+            params={"include_membership_count": count} if count else None,
             not_found_message=(
                 f"Constant Contact has no contact list with id '{list_id}'. List ids are UUIDs: open the "
                 "list in the Constant Contact web app (Contacts > Lists) and copy the id from the page's "
@@ -340,7 +383,7 @@ class ConstantContactHook(BaseHook):
             ),
         )
 
-    def find_contact_list(self, name: str) -> dict | None:
+    def find_contact_list(self, name: str) -> dict[str, Any] | None:
         """The list whose name is ``name`` (exact, else the only case-insensitive match), or None."""
         candidates = [lst for lst in self.iter_contact_lists(name=name) if isinstance(lst, dict)]
         exact = [lst for lst in candidates if lst.get("name") == name]
@@ -351,22 +394,22 @@ class ConstantContactHook(BaseHook):
 
     def create_contact_list(
         self, name: str, *, description: str | None = None, favorite: bool = False
-    ) -> dict:
+    ) -> dict[str, Any]:
         """Create a contact list (409 → ConstantContactValidationError when the name exists)."""
         body: dict[str, Any] = {"name": name, "favorite": favorite}
         if description is not None:
             body["description"] = description
-        return self.request("POST", "/contact_lists", json=body)
+        return self._request_object("POST", "/contact_lists", json=body)
 
     # ---------------------------------------------------------------------------- custom fields
-    def get_custom_fields(self) -> list[dict]:
+    def get_custom_fields(self) -> list[dict[str, Any]]:
         """All custom fields (``custom_field_id``, ``name``, ``label``, ``type``), every page."""
         return list(
             self._paginate("/contact_custom_fields", "custom_fields", {"limit": MAX_CUSTOM_FIELDS_PAGE_SIZE})
         )
 
     # ---------------------------------------------------------------------------------- imports
-    def import_contacts(self, contacts: Sequence[dict], list_ids: Sequence[str]) -> dict:
+    def import_contacts(self, contacts: Sequence[dict[str, Any]], list_ids: Sequence[str]) -> dict[str, Any]:
         """Start a JSON import of ``contacts`` into ``list_ids``; return the activity."""
         if not 1 <= len(list_ids) <= MAX_LISTS_PER_REQUEST:
             raise ValueError(f"An import needs 1 to {MAX_LISTS_PER_REQUEST} list ids, got {len(list_ids)}")
@@ -381,7 +424,7 @@ class ConstantContactHook(BaseHook):
         ).encode()
         return self.import_contacts_body(body)
 
-    def import_contacts_body(self, body: bytes) -> dict:
+    def import_contacts_body(self, body: bytes) -> dict[str, Any]:
         """POST an already encoded JSON import body as is; return the activity.
 
         Bodies over :data:`MAX_IMPORT_BODY_BYTES` are refused, because the API would silently
@@ -392,30 +435,33 @@ class ConstantContactHook(BaseHook):
                 f"Import body of {len(body):,} bytes exceeds {MAX_IMPORT_BODY_BYTES:,}: Constant Contact "
                 "would silently drop the rest. Split the contacts into smaller batches."
             )
-        return self.request("POST", "/activities/contacts_json_import", data=body)
+        return self._request_object("POST", "/activities/contacts_json_import", data=body)
 
     # ------------------------------------------------------------------------------- activities
-    def get_activity(self, activity_id: str) -> dict:
+    def get_activity(self, activity_id: str) -> dict[str, Any]:
         """One bulk activity (state, percent_done, status counters, activity_errors)."""
-        return self.request(
+        return self._request_object(
             "GET",
             f"/activities/{quote(str(activity_id), safe='')}",
             not_found_message=(
-                f"No activity '{activity_id}': Constant Contact keeps activity records for 10 days."
+                f"No activity '{activity_id}': Constant Contact keeps activity records for "
+                f"{ACTIVITY_RECORD_DAYS} days."
             ),
         )
 
-    def iter_activities(self, *, state: str | None = None, limit: int = MAX_PAGE_SIZE) -> Iterator[dict]:
+    def iter_activities(
+        self, *, state: str | None = None, limit: int = MAX_PAGE_SIZE
+    ) -> Iterator[dict[str, Any]]:
         """Recent activities (last 10 days), optionally in one ``state``, following pagination."""
         return self._paginate("/activities", "activities", {"limit": limit, "state": state})
 
-    def remove_list_memberships(self, contact_ids: Sequence[str], list_ids: Sequence[str]) -> dict:
+    def remove_list_memberships(self, contact_ids: Sequence[str], list_ids: Sequence[str]) -> dict[str, Any]:
         """Remove contacts (by contact id, at most 500) from lists (at most 50); return the activity."""
         if not 1 <= len(contact_ids) <= MAX_CONTACT_IDS_PER_REMOVAL:
             raise ValueError(f"Give 1 to {MAX_CONTACT_IDS_PER_REMOVAL} contact ids, got {len(contact_ids)}")
         if not 1 <= len(list_ids) <= MAX_LISTS_PER_REQUEST:
             raise ValueError(f"Give 1 to {MAX_LISTS_PER_REQUEST} list ids, got {len(list_ids)}")
-        return self.request(
+        return self._request_object(
             "POST",
             "/activities/remove_list_memberships",
             json={"source": {"contact_ids": list(contact_ids)}, "list_ids": list(list_ids)},
@@ -428,30 +474,42 @@ class ConstantContactHook(BaseHook):
         *,
         status: str | None = None,
         limit: int = MAX_PAGE_SIZE,
-        updated_after: str | None = None,
-        updated_before: str | None = None,
-        optout_after: str | None = None,
-        include: Sequence[str] = (),
+        updated_after: datetime | str | None = None,
+        updated_before: datetime | str | None = None,
+        optout_after: datetime | str | None = None,
+        include: str | Sequence[str] = (),
         lists: Sequence[str] | None = None,
-    ) -> Iterator[list[dict]]:
-        """Contacts (of one list, or filtered), a page (``contacts`` items) per ``GET /contacts`` request.
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Contacts, a page (``contacts`` items) per ``GET /contacts`` request.
 
-        Yields one list per request, so a caller can count requests and log progress while
-        reading a large list (N members cost N / ``limit`` requests). ``status`` filters as the
-        API does (``all`` adds deleted contacts); ``limit`` is the page size, 1 to 500; the date
-        filters take ISO 8601 times; ``include`` adds parts such as ``list_memberships``.
+        Yields one list per request, lazily, so a caller can count requests, log progress and
+        stop early (N contacts cost N / ``limit`` requests). Filters, as the API applies them:
+        ``list_id`` and/or ``lists`` (members of any of these lists, at most 25 ids in all);
+        ``status`` (``all`` adds deleted contacts); ``updated_after`` / ``updated_before`` /
+        ``optout_after`` (aware datetimes or ISO 8601 strings); ``include`` adds sub-resources
+        (``"list_memberships"``, ...). No filter is required: without one every contact of the
+        account is listed, a page at a time. ``limit`` is the page size, 1 to 500. Arguments
+        the API would refuse raise ``ValueError`` before any request.
         """
         if not 1 <= limit <= MAX_PAGE_SIZE:
             raise ValueError(f"limit must be 1 to {MAX_PAGE_SIZE}, got {limit}")
-        list_filter = ",".join([*([list_id] if list_id else []), *(lists or [])]) or None
+        if isinstance(lists, str):
+            raise ValueError("lists takes a sequence of list ids, e.g. ['<uuid>', '<uuid>'], not one string")
+        list_ids = list(dict.fromkeys([*([list_id] if list_id else []), *(lists or ())]))
+        if len(list_ids) > MAX_LISTS_PER_CONTACTS_QUERY:
+            raise ValueError(
+                f"A contacts query takes at most {MAX_LISTS_PER_CONTACTS_QUERY} list ids, "
+                f"got {len(list_ids)}: query the lists in groups"
+            )
+        parts = [include] if isinstance(include, str) else list(include)
         params = {
-            "lists": list_filter,
+            "lists": ",".join(list_ids) or None,
             "status": status,
+            "updated_after": None if updated_after is None else api_timestamp(updated_after),
+            "updated_before": None if updated_before is None else api_timestamp(updated_before),
+            "optout_after": None if optout_after is None else api_timestamp(optout_after),
+            "include": ",".join(dict.fromkeys(parts)) or None,
             "limit": limit,
-            "updated_after": updated_after,
-            "updated_before": updated_before,
-            "optout_after": optout_after,
-            "include": ",".join(include) or None,
         }
         return self._pages("/contacts", "contacts", params)
 
@@ -462,7 +520,7 @@ class ConstantContactHook(BaseHook):
         email: str | None = None,
         status: str | None = None,
         limit: int = MAX_PAGE_SIZE,
-    ) -> Iterator[dict]:
+    ) -> Iterator[dict[str, Any]]:
         """Contacts, optionally of one list / with one email / status, following pagination."""
         return self._paginate(
             "/contacts", "contacts", {"lists": list_id, "email": email, "status": status, "limit": limit}

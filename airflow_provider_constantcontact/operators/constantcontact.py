@@ -8,11 +8,13 @@ docs/architecture.md.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.configuration import conf
+from airflow.exceptions import AirflowProviderDeprecationWarning
 from airflow.sdk import BaseOperator
 
 from airflow_provider_constantcontact import lineage
@@ -66,6 +68,26 @@ def normalize_list_names(value: Any) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _plan_only_argument(plan_only: bool | str, dry_run: bool | str | None) -> bool | str:
+    """``plan_only``, or the value given under its deprecated name ``dry_run`` (with a warning).
+
+    The argument was renamed because an attribute ``dry_run`` hides Airflow's own
+    ``BaseOperator.dry_run()`` method. ``dry_run=`` is accepted until 0.2.0.
+    """
+    if dry_run is None:
+        return plan_only
+    if plan_only is not False:
+        raise ValueError("plan_only and its deprecated name dry_run are both given: keep plan_only only")
+    warnings.warn(
+        f"ConstantContactSegmentExportOperator(dry_run={dry_run!r}) is deprecated and stops working "
+        f"in 0.2.0: write plan_only={dry_run!r} instead (same meaning; dry_run is the name of "
+        "Airflow's BaseOperator.dry_run() method).",
+        AirflowProviderDeprecationWarning,
+        stacklevel=3,
+    )
+    return dry_run
+
+
 class ConstantContactSegmentExportOperator(BaseOperator):
     """Import the contacts of a Parquet segment into Constant Contact lists.
 
@@ -74,8 +96,8 @@ class ConstantContactSegmentExportOperator(BaseOperator):
     :param list_ids: One contact list id or a list (up to 50 lists with ``list_names``). Templated.
     :param list_names: Contact lists by name, besides or instead of ``list_ids``; resolved in one
         pass over the account's lists. Templated.
-    :param create_missing_lists: Create the lists of ``list_names`` that do not exist (not in a
-        dry run, which reports them); False: an unknown name fails before anything is sent.
+    :param create_missing_lists: Create the lists of ``list_names`` that do not exist (not with
+        ``plan_only``, which reports them); False: an unknown name fails before anything is sent.
     :param sync_mode: ``"upsert"`` adds and updates contacts; ``"mirror"`` also removes from each
         list the members whose email is not in the segment, so the list equals the segment.
         Templated.
@@ -96,7 +118,10 @@ class ConstantContactSegmentExportOperator(BaseOperator):
     :param segments: Export only rows whose ``segment_column`` is one of these. Templated.
     :param source_conn_id: Connection for object storage (``source`` and ``rejects_path``).
     :param max_contacts: Fail, before sending anything, when more valid contacts than this. Templated.
-    :param dry_run: Do everything except sending; the summary tells what would have been sent.
+    :param plan_only: Check and prepare everything but change nothing in Constant Contact: the
+        summary is the plan (what would be sent, created and removed). Templated.
+    :param dry_run: Deprecated name of ``plan_only`` (it hid Airflow's ``BaseOperator.dry_run()``);
+        works with an ``AirflowProviderDeprecationWarning`` until 0.2.0.
     :param rejects_path: Where to write the rows not sent (rejected or duplicate) as Parquet
         (mapped columns + ``reason``); a path ending in ``/`` gets ``rejects.parquet``. Templated.
     :param wait_for_completion: Wait until Constant Contact has processed every import.
@@ -117,7 +142,7 @@ class ConstantContactSegmentExportOperator(BaseOperator):
         "rejects_path",
         "max_contacts",
         "max_error_ratio",
-        "dry_run",
+        "plan_only",
         "list_names",
         "create_missing_lists",
         "sync_mode",
@@ -152,7 +177,8 @@ class ConstantContactSegmentExportOperator(BaseOperator):
         segments: Sequence[Any] | str | None = None,
         source_conn_id: str | None = None,
         max_contacts: int | str | None = None,
-        dry_run: bool | str = False,
+        plan_only: bool | str = False,
+        dry_run: bool | str | None = None,
         rejects_path: str | None = None,
         wait_for_completion: bool = True,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
@@ -179,7 +205,7 @@ class ConstantContactSegmentExportOperator(BaseOperator):
         self.segments = segments
         self.source_conn_id = source_conn_id
         self.max_contacts = max_contacts
-        self.dry_run = dry_run
+        self.plan_only = _plan_only_argument(plan_only, dry_run)
         self.rejects_path = rejects_path
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
@@ -225,7 +251,7 @@ class ConstantContactSegmentExportOperator(BaseOperator):
             rejects_path=optional_text(self.rejects_path, "rejects_path"),
             storage_conn_id=self.source_conn_id,
             max_contacts=None if max_contacts is None else int(max_contacts),
-            dry_run=parse_bool(self.dry_run, "dry_run"),
+            plan_only=parse_bool(self.plan_only, "plan_only"),
             sync_mode=sync_mode,
             max_removal_ratio=0.1 if max_removal_ratio is None else float(max_removal_ratio),
             removals_path=removals_path,
@@ -262,7 +288,7 @@ class ConstantContactSegmentExportOperator(BaseOperator):
         self.log.info("Export summary: %s", {k: v for k, v in summary.items() if k != "activity_ids"})
         activity_ids = summary["activity_ids"]
         context["ti"].xcom_push(key="activity_ids", value=activity_ids)
-        if settings.dry_run:
+        if settings.plan_only:
             return summary
         if not activity_ids or not self.wait_for_completion:
             self._commit_state(summary, confirmed=not activity_ids)
@@ -296,7 +322,7 @@ class ConstantContactSegmentExportOperator(BaseOperator):
         """
         if event.get("status") != "success":
             raise ConstantContactImportError(event.get("message") or f"Import wait ended with {event!r}")
-        summary: ExportSummary = dict(event.get("resume_state") or {})  # type: ignore[assignment]
+        summary: ExportSummary = dict(event.get("resume_state") or {})  # type: ignore[assignment]  # a plain dict from the trigger: checked next
         if "contacts_submitted" not in summary:
             raise ConstantContactImportError(
                 "The import wait ended without the export's summary (a trigger from an older version of "
@@ -324,7 +350,7 @@ class ConstantContactSegmentExportOperator(BaseOperator):
     def _finish(self, summary: ExportSummary, result: Mapping[str, Any]) -> ExportSummary:
         """Add the final activity counters; fail when Constant Contact took fewer contacts than sent."""
         totals = dict(result["totals"])
-        summary.update(totals)  # type: ignore[typeddict-item]
+        summary.update(totals)  # type: ignore[typeddict-item]  # STATUS_COUNTERS: all ExportSummary keys
         summary["activity_states"] = {aid: entry["state"] for aid, entry in result["activities"].items()}
         summary["waited"] = True
         self.log.info(

@@ -128,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="an account-level unsubscribe also ends the contact's list memberships",
     )
     add(
+        "--unsubscribe-moves-updated-at",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="whether an unsubscribe moves the contact's updated_at (else only email_address.updated_at)",
+    )
+    add(
         "--date-filters-inclusive",
         action="store_true",
         help="GET /v3/contacts date filters include their bound (updated_after=T matches a change at T)",
@@ -157,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         device_poll_interval=args.device_poll_interval,
         membership_changes_move_updated_at=args.membership_changes_move_updated_at,
         unsubscribe_removes_memberships=args.unsubscribe_removes_memberships,
+        unsubscribe_moves_updated_at=args.unsubscribe_moves_updated_at,
         date_filters_inclusive=args.date_filters_inclusive,
         verbose=args.verbose,
     )

@@ -61,6 +61,8 @@ class Account:
         self.unsubscribed: set[str] = set()
         #: When each unsubscribed contact opted out (sandbox time).
         self.opt_out_at: dict[str, float] = {}
+        #: When each contact's email status last changed, if after its ``updated_at``.
+        self.email_updated_at: dict[str, float] = {}
         self.deleted: set[str] = set()
         self.timeline = Timeline()
         #: Whether list membership changes alone (leaving a list, a removal, an import into a
@@ -68,6 +70,9 @@ class Account:
         self.membership_changes_move_updated_at = True
         #: Whether an account-level unsubscribe also ends the contact's list memberships.
         self.unsubscribe_removes_memberships = False
+        #: Whether an unsubscribe moves the contact's ``updated_at`` (else only
+        #: ``email_address.updated_at``, as Constant Contact's support describes the service).
+        self.unsubscribe_moves_updated_at = True
         #: Whether the contacts listing's date filters include their bound (``updated_after=T``
         #: matching a change at exactly T); the API says "after", the sandbox can do both.
         self.date_filters_inclusive = False
@@ -98,9 +103,10 @@ class Account:
     # -- contact lists -----------------------------------------------------------------------
 
     def create_list(
-        self, name: str, description: str | None = None, favorite: bool = False
+        self, name: object, description: str | None = None, favorite: bool = False
     ) -> dict[str, Any]:
-        """Create a list; 409 when the name (case-insensitive) exists, 400 past 1,000 lists."""
+        """Create a list; 400 unless ``name`` (as the request gave it) is 1 to 255 characters, 409
+        when it exists (case-insensitive), 400 past 1,000 lists."""
         if not isinstance(name, str) or not 1 <= len(name.strip()) <= 255:
             raise bad_request("name must be 1 to 255 characters.", "contact_lists.name.invalid")
         if name.lower() in self._list_names:
@@ -213,24 +219,28 @@ class Account:
 
     def mark_unsubscribed(self, emails: list[str]) -> int:
         """These addresses unsubscribed from the account (created if unknown): opt-out date and
-        ``updated_at`` now; imports will not add them to lists. With
+        ``email_address.updated_at`` now, ``updated_at`` too unless
+        ``unsubscribe_moves_updated_at`` is off; imports will not add them to lists. With
         ``unsubscribe_removes_memberships`` they also leave every list. Returns how many were
         not unsubscribed before."""
         self.drain()
         now = self.now()
-        changed = []
+        changed: list[str] = []
         for email in emails:
             key = email.lower()
             if key not in self.contacts:
                 self._add_contact(key, {"email": email}, now)
             if key not in self.unsubscribed:
                 self.unsubscribed.add(key)
-                self.opt_out_at[key] = now
+                self.opt_out_at[key] = self.email_updated_at[key] = now
                 changed.append(key)
         if self.unsubscribe_removes_memberships:
             for list_id in self.memberships:
-                self._remove_members(list_id, changed)
-        self.touch(changed, now)
+                left = self._remove_members(list_id, changed)
+                if self.membership_changes_move_updated_at and not self.unsubscribe_moves_updated_at:
+                    self.touch(left, now)
+        if self.unsubscribe_moves_updated_at:
+            self.touch(changed, now)
         return len(changed)
 
     def leave_list(self, list_id: str, emails: list[str]) -> int:
@@ -296,7 +306,7 @@ class Account:
     def _remove_members(self, list_id: str, keys: Iterable[str | None]) -> list[str]:
         """Take contacts out of a list (non-members and None are skipped); returns those taken out."""
         members, order, contacts = self.memberships[list_id], self.member_order[list_id], self.contacts
-        removed = []
+        removed: list[str] = []
         for key in keys:
             if key in members:
                 members.discard(key)

@@ -6,6 +6,8 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
+from functools import lru_cache
+from typing import Any
 
 #: Per-item outcome codes stored in ``Activity.outcomes`` (one byte per item).
 OK = 0  # contact created or updated (and added to or removed from the lists)
@@ -19,8 +21,10 @@ REMOVE = "remove_list_memberships"
 ACTIVITY_KINDS = (IMPORT, REMOVE)
 
 
+@lru_cache(maxsize=4096)
 def iso(ts: float) -> str:
-    """An API timestamp (UTC, ISO 8601 with a Z)."""
+    """An API timestamp (UTC, ISO 8601 with a Z); cached, as the contacts of one import or seeding
+    share their timestamps and a listing page formats each of them several times."""
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
@@ -104,7 +108,7 @@ class Activity:
         if self.done != before:
             self.updated_at = self.clock()
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         """The activity as ``GET /v3/activities/{id}`` returns it."""
         state, done, total = self.state, self.done, self.total
         failed = state == self.fail_state and self.fail_errors is not None

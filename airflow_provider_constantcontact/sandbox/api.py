@@ -237,12 +237,15 @@ class Api:
             wanted = query.get("state")
             if wanted and wanted not in ACTIVITY_STATES:
                 raise bad_request("state is not valid.", "query.invalid")
+            state.forget_expired_activities()
             ids = list(reversed(state.activities))  # newest first
             if wanted:
                 ids = [i for i in ids if state.get_activity(i).state == wanted]
             return ids
 
-        def render(activity_id: str, _q: dict[str, str]) -> dict[str, Any]:
+        def render(activity_id: str, _q: dict[str, str]) -> dict[str, Any] | None:
+            if activity_id not in state.activities:  # expired since the listing began
+                return None
             return state.get_activity(activity_id).to_json()
 
         return self._page(request, "activities", items, render, default_limit=50, max_limit=500)

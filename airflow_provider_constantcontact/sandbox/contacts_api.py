@@ -131,7 +131,7 @@ class ContactQuery:
         if not self.dates:
             return None
         after, before = (operator.ge, operator.le) if self.inclusive else (operator.gt, operator.lt)
-        tests = []
+        tests: list[tuple[str | None, Callable[[float, float], bool], float]] = []
         for name, field, is_after in _DATE_FILTERS:
             bound = self.bound(name)
             if bound is not None:
@@ -198,11 +198,12 @@ def _contact_json(state: Account, key: str, props: dict[str, Any], include: str)
     """A stored contact as the listing returns it, with the ``include`` (comma-separated) parts."""
     unsubscribed = key in state.unsubscribed
     created, updated = iso(props[CREATED]), iso(props[UPDATED])
+    email_updated = state.email_updated_at.get(key, 0.0)
     email_address = {
         "address": props.get("email"),
         "permission_to_send": "unsubscribed" if unsubscribed else "implicit",
         "created_at": created,
-        "updated_at": updated,
+        "updated_at": iso(email_updated) if email_updated > props[UPDATED] else updated,
         "opt_in_source": "Account",
         "confirm_status": "off",
     }

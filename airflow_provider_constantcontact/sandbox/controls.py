@@ -30,12 +30,14 @@ class SandboxControls:
     def create_list(self, name: str, description: str | None = None, favorite: bool = False) -> str:
         """Create a contact list; returns its id."""
         with self.lock:
-            return self.state.create_list(name, description, favorite)["list_id"]
+            list_id: str = self.state.create_list(name, description, favorite)["list_id"]
+            return list_id
 
     def create_custom_field(self, name: str, label: str | None = None, type: str = "string") -> str:
         """Create a custom field (imported as ``cf:<name>``); returns its id."""
         with self.lock:
-            return self.state.create_custom_field(name, label, type)["custom_field_id"]
+            field_id: str = self.state.create_custom_field(name, label, type)["custom_field_id"]
+            return field_id
 
     @property
     def list_ids(self) -> dict[str, str]:

@@ -36,8 +36,9 @@ class ConstantContactSandbox(SandboxControls):
     Use it as a context manager (``with ConstantContactSandbox() as sandbox:``) or call
     ``start()``/``stop()``. ``port=0`` picks a free port. Seeding, inspection and faults are
     the methods of ``SandboxControls`` (controls.py). ``membership_changes_move_updated_at``,
-    ``unsubscribe_removes_memberships`` and ``date_filters_inclusive`` choose between the
-    readings of what the API leaves undocumented (docs/sandbox.md).
+    ``unsubscribe_removes_memberships``, ``unsubscribe_moves_updated_at`` and
+    ``date_filters_inclusive`` choose between the readings of what the API leaves
+    undocumented (docs/sandbox.md, docs/api-semantics.md).
     """
 
     def __init__(
@@ -61,6 +62,7 @@ class ConstantContactSandbox(SandboxControls):
         device_poll_interval: int = DEFAULT_DEVICE_POLL_INTERVAL,
         membership_changes_move_updated_at: bool = True,
         unsubscribe_removes_memberships: bool = False,
+        unsubscribe_moves_updated_at: bool = True,
         date_filters_inclusive: bool = False,
         verbose: bool = False,
     ) -> None:
@@ -72,6 +74,7 @@ class ConstantContactSandbox(SandboxControls):
         # Readings of what V3 leaves undocumented (docs/api-semantics.md): each one modelled.
         self.state.membership_changes_move_updated_at = membership_changes_move_updated_at
         self.state.unsubscribe_removes_memberships = unsubscribe_removes_memberships
+        self.state.unsubscribe_moves_updated_at = unsubscribe_moves_updated_at
         self.state.date_filters_inclusive = date_filters_inclusive
         self.oauth = OAuthServer(
             client_id=client_id,

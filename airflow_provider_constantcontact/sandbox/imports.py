@@ -10,7 +10,7 @@ import json
 import re
 from collections.abc import Collection
 from itertools import chain
-from typing import Any
+from typing import Any, TypeGuard
 
 from airflow_provider_constantcontact.sandbox.constants import (
     IMPORT_FIELD_LIMITS,
@@ -43,6 +43,12 @@ def parse_json_body(body: bytes) -> Any:
         raise bad_request("The request body is not valid JSON.", "malformed_json") from None
 
 
+def _skip_ws(text: str, i: int) -> int:
+    """The index of the first character at or after ``i`` that is not JSON whitespace."""
+    match = _WS.match(text, i)  # always matches: the pattern accepts the empty string
+    return match.end() if match else i
+
+
 def items_within(body: bytes, limit: int, key: str = "import_data") -> int | None:
     """How many elements of the top-level array ``key`` end within the first ``limit`` bytes.
 
@@ -50,23 +56,22 @@ def items_within(body: bytes, limit: int, key: str = "import_data") -> int | Non
     array does not start within the limit.
     """
     text = body[:limit].decode("latin-1")
-    ws = _WS.match
     try:
-        i = ws(text, 0).end()
+        i = _skip_ws(text, 0)
         if text[i] != "{":
             return None
         i += 1
         while True:
-            i = ws(text, i).end()
+            i = _skip_ws(text, i)
             if text[i] == "}":
                 return None
             name, i = _DECODER.raw_decode(text, i)
-            i = ws(text, i).end() + 1  # skip ':'
-            i = ws(text, i).end()
+            i = _skip_ws(text, i) + 1  # skip ':'
+            i = _skip_ws(text, i)
             if name == key:
                 break
             _, i = _DECODER.raw_decode(text, i)
-            i = ws(text, i).end()
+            i = _skip_ws(text, i)
             if text[i] == ",":
                 i += 1
     except (ValueError, IndexError):
@@ -77,12 +82,12 @@ def items_within(body: bytes, limit: int, key: str = "import_data") -> int | Non
     count = 0
     try:
         while True:
-            i = ws(text, i).end()
+            i = _skip_ws(text, i)
             if text[i] == "]":
                 return count
             _, i = _DECODER.raw_decode(text, i)
             count += 1
-            i = ws(text, i).end()
+            i = _skip_ws(text, i)
             if text[i] == ",":
                 i += 1
     except (ValueError, IndexError):
@@ -119,7 +124,7 @@ def take_import(body: bytes, payload: Any) -> tuple[list[Any], list[Any]]:
     return contacts[:MAX_IMPORT_CONTACTS], list_ids
 
 
-def all_valid_emails(emails: list[Any]) -> bool:
+def all_valid_emails(emails: list[Any]) -> TypeGuard[list[str]]:
     """True when every item is a valid email address (one regex pass over all of them)."""
     try:
         text = "\n".join(emails) + "\n"

@@ -13,6 +13,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from airflow_provider_constantcontact.sandbox.constants import KNOWN_SCOPES
@@ -35,7 +36,7 @@ def pkce_challenge(verifier: str) -> str:
     return b64url(hashlib.sha256(verifier.encode("ascii")).digest())
 
 
-def make_jwt(claims: dict) -> str:
+def make_jwt(claims: dict[str, Any]) -> str:
     """A JWT-shaped token (header.payload.signature); the signature is an HMAC nobody verifies."""
     header = b64url(json.dumps({"kid": "sandbox", "alg": "RS256"}, separators=(",", ":")).encode())
     payload = b64url(json.dumps(claims, separators=(",", ":")).encode())
@@ -209,7 +210,7 @@ class OAuthServer:
         self._codes[code] = CodeGrant(client_id, redirect_uri, scopes, challenge, time.time() + CODE_TTL)
         return redirect(code=code)
 
-    def device_authorize(self, authorization: str | None, form: dict[str, str]) -> dict:
+    def device_authorize(self, authorization: str | None, form: dict[str, str]) -> dict[str, Any]:
         """Start a device authorization (RFC 8628 section 3.1)."""
         client_id, _public = self._client(authorization, form, allow_public=True)
         scopes = _parse_scopes(form.get("scope"))
@@ -241,7 +242,7 @@ class OAuthServer:
         grant.status = "approved"
         return True
 
-    def token(self, authorization: str | None, form: dict[str, str]) -> dict:
+    def token(self, authorization: str | None, form: dict[str, str]) -> dict[str, Any]:
         """The token endpoint: refresh_token, authorization_code and device_code grants."""
         if not self.token_bucket.allow("token"):
             raise oauth_too_many_requests(int(time.time()) + 1)
@@ -283,7 +284,7 @@ class OAuthServer:
             raise invalid
         return client_id, False
 
-    def _refresh_grant(self, authorization: str | None, form: dict[str, str]) -> dict:
+    def _refresh_grant(self, authorization: str | None, form: dict[str, str]) -> dict[str, Any]:
         token = form.get("refresh_token", "")
         grant = self.refresh_tokens.get(token)
         client_id, _public = self._client(authorization, form, allow_public=bool(grant and grant.public))
@@ -301,7 +302,7 @@ class OAuthServer:
             new_token = token
         return self._issue(client_id, grant.scopes, refresh_token=new_token)
 
-    def _code_grant(self, authorization: str | None, form: dict[str, str]) -> dict:
+    def _code_grant(self, authorization: str | None, form: dict[str, str]) -> dict[str, Any]:
         code = self._codes.pop(form.get("code", ""), None)
         client_id, public = self._client(authorization, form, allow_public=bool(code and code.challenge))
         if code is None or code.expires_at <= time.time() or code.client_id != client_id:
@@ -318,7 +319,7 @@ class OAuthServer:
                 raise oauth_error(400, "invalid_grant", "PKCE verification failed.")
         return self._issue_with_new_family(client_id, code.scopes, public)
 
-    def _device_grant(self, authorization: str | None, form: dict[str, str]) -> dict:
+    def _device_grant(self, authorization: str | None, form: dict[str, str]) -> dict[str, Any]:
         client_id, public = self._client(authorization, form, allow_public=True)
         grant = self._devices.get(form.get("device_code", ""))
         if grant is None or grant.client_id != client_id or grant.status == "used":
@@ -343,7 +344,7 @@ class OAuthServer:
         self.refresh_tokens[token] = grant
         self._newest_in_family[grant.family] = token
 
-    def _issue_with_new_family(self, client_id: str, scopes: tuple[str, ...], public: bool) -> dict:
+    def _issue_with_new_family(self, client_id: str, scopes: tuple[str, ...], public: bool) -> dict[str, Any]:
         refresh_token = None
         if "offline_access" in scopes:
             refresh_token = secrets.token_urlsafe(32)
@@ -351,7 +352,7 @@ class OAuthServer:
             self._add_refresh_token(refresh_token, RefreshGrant(client_id, scopes, family, public))
         return self._issue(client_id, scopes, refresh_token=refresh_token)
 
-    def _issue(self, client_id: str, scopes: tuple[str, ...], *, refresh_token: str | None) -> dict:
+    def _issue(self, client_id: str, scopes: tuple[str, ...], *, refresh_token: str | None) -> dict[str, Any]:
         now = int(time.time())
         exp = now + int(self.access_token_ttl)
         access_token = make_jwt(

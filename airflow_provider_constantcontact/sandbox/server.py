@@ -229,6 +229,8 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "ConstantContactSandbox/1.0"
     timeout = 120
     server: SandboxHTTPServer
+    #: BaseHTTPRequestHandler's pending header lines (send_header fills it); private, so untyped.
+    _headers_buffer: list[bytes]
 
     def _serve(self) -> None:
         with self.server.app.applier.serving():
@@ -262,7 +264,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes | None:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:

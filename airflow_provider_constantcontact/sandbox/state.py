@@ -80,12 +80,18 @@ class SandboxState(Account):
         """Move the sandbox clock on; activity records older than ``ACTIVITY_LIFETIME`` are
         then gone (404, and out of the listing), as the service keeps them 10 days."""
         now = super().advance_time(seconds)
-        cutoff = now - ACTIVITY_LIFETIME
-        self.activities = {i: a for i, a in self.activities.items() if a.created_at > cutoff}
+        self.forget_expired_activities()
         return now
 
+    def forget_expired_activities(self) -> None:
+        """Drop the activity records older than ``ACTIVITY_LIFETIME`` (sandbox clock)."""
+        cutoff = self.now() - ACTIVITY_LIFETIME
+        if self.activities and next(iter(self.activities.values())).created_at <= cutoff:
+            self.activities = {i: a for i, a in self.activities.items() if a.created_at > cutoff}
+
     def get_activity(self, activity_id: str) -> Activity:
-        """An activity brought up to date; 404 when unknown."""
+        """An activity brought up to date; 404 when unknown or expired."""
+        self.forget_expired_activities()
         activity = self.activities.get(activity_id)
         if activity is None:
             raise not_found(f"Activity {activity_id[:64]} not found.")
@@ -190,7 +196,7 @@ class SandboxState(Account):
         contact_keys = self._contact_keys
         first_new = len(contact_keys)
         updated: list[str] = []
-        changed: list[str] = []  # updated ones whose properties changed
+        touched: list[str] = []  # updated ones whose updated_at moves
         every_import_touches = self.membership_changes_move_updated_at
         for key, props in zip(keys, contacts, strict=True):
             if key is None:
@@ -203,15 +209,15 @@ class SandboxState(Account):
                 contact_keys.append(key)
             else:
                 if every_import_touches or any(contact.get(k) != v for k, v in props.items()):
-                    changed.append(key)
+                    touched.append(key)
                 contact.update(props)
                 updated.append(key)
         self.timeline.record_many(range(first_new, len(contact_keys)), now)
         if self.deleted and not self.deleted.isdisjoint(updated):
             revived = self.deleted.intersection(updated)  # an import revives a deleted contact
             self.deleted.difference_update(revived)
-            changed += revived
-        self.touch(changed, now)
+            touched += revived
+        self.touch(touched, now)
         # New contacts (distinct, in no list yet, never unsubscribed: mark_unsubscribed stores
         # its addresses) join with their known indexes; updated ones through the general path.
         created = contact_keys[first_new:]

@@ -12,8 +12,9 @@ from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from airflow_provider_constantcontact.exceptions import ConstantContactImportError
 from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
-from airflow_provider_constantcontact.triggers.constantcontact import defer_import_wait
+from airflow_provider_constantcontact.triggers.constantcontact import ImportWaitEvent, defer_import_wait
 from airflow_provider_constantcontact.utils.activities import (
+    ActivitiesSummary,
     ActivityPoller,
     describe_progress,
     normalize_activity_ids,
@@ -31,7 +32,7 @@ class ConstantContactImportSensor(BaseSensorOperator):
     Succeeds when every activity is ``completed``; fails with the activities' errors as soon as
     one ends ``failed``, ``cancelled`` or ``timed_out``, or, once all finished, when more than
     ``max_error_ratio`` of the items were rejected. Each poke costs one API request whatever the
-    number of activities (the activities listing). An empty ``activity_ids`` (e.g. a dry-run
+    number of activities (the activities listing). An empty ``activity_ids`` (e.g. a plan-only
     export) succeeds at once with an empty summary.
 
     Works in ``poke`` and ``reschedule`` modes and, with ``deferrable=True``, waits in the
@@ -121,11 +122,13 @@ class ConstantContactImportSensor(BaseSensorOperator):
             max_poll_interval=self.max_poll_interval,
         )
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict:
+    def execute_complete(self, context: Context, event: ImportWaitEvent) -> ActivitiesSummary:
         """Resume after the trigger: return the summary, or fail with the trigger's message."""
         status = event.get("status")
         if status == "success":
             summary = event["summary"]
+            if summary is None:  # the trigger reports success only after a poll succeeded
+                raise ConstantContactImportError("The import wait reported success without a summary")
             self.log.info(describe_progress(summary))
             return summary
         if status == "timeout":

@@ -11,12 +11,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from airflow.sdk import BaseHook
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_constantcontact.utils.activities import (
+    ActivitiesSummary,
     ActivityPoller,
     next_poll_interval,
     normalize_activity_ids,
@@ -33,6 +34,21 @@ def _build_hook(conn_id: str, connection: Connection) -> ConstantContactHook:
     from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
 
     return ConstantContactHook(conn_id, connection=connection)
+
+
+class _EventAlways(TypedDict):
+    status: Literal["success", "error", "timeout"]
+    #: The last poll's summary (None when no poll succeeded).
+    summary: ActivitiesSummary | None
+
+
+class ImportWaitEvent(_EventAlways, total=False):
+    """The trigger's one event, which ``execute_complete`` of the deferring task receives."""
+
+    #: With ``error`` and ``timeout``: what went wrong.
+    message: str
+    #: The deferring task's ``resume_state``, unchanged.
+    resume_state: dict[str, Any]
 
 
 class ConstantContactImportTrigger(BaseTrigger):
@@ -67,7 +83,7 @@ class ConstantContactImportTrigger(BaseTrigger):
         max_poll_interval: float | None = None,
         resume_state: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ is unannotated
         self.activity_ids = normalize_activity_ids(activity_ids)
         self.constantcontact_conn_id = constantcontact_conn_id
         self.poll_interval = float(poll_interval)
@@ -126,8 +142,13 @@ class ConstantContactImportTrigger(BaseTrigger):
             await asyncio.sleep(min(interval, remaining))
             interval = next_poll_interval(interval, self.poll_interval, self.max_poll_interval)
 
-    def _event(self, status: str, message: str | None, summary: dict | None) -> dict[str, Any]:
-        event: dict[str, Any] = {"status": status, "summary": summary}
+    def _event(
+        self,
+        status: Literal["success", "error", "timeout"],
+        message: str | None,
+        summary: ActivitiesSummary | None,
+    ) -> ImportWaitEvent:
+        event: ImportWaitEvent = {"status": status, "summary": summary}
         if message is not None:
             event["message"] = message
         if self.resume_state is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from airflow_provider_constantcontact.constants import (
     FAILED_ACTIVITY_STATES,
@@ -53,6 +53,29 @@ DEFAULT_MAX_POLL_INTERVAL = 300.0
 BACKOFF_FACTOR = 1.5
 
 
+class ActivityEntry(TypedDict):
+    """One activity in a summary: what the poll saw, with Constant Contact's text redacted."""
+
+    state: str
+    percent_done: float
+    #: Every name of ``STATUS_COUNTERS``; 0 for a counter the service left out.
+    status: dict[str, int]
+    #: A remove_list_memberships activity (its status counts lists, never persons or errors).
+    removal: bool
+    activity_errors: list[str]
+
+
+class ActivitiesSummary(TypedDict):
+    """A poll's view of a set of activities: for logs, XCom (the sensor) and trigger events."""
+
+    activities: dict[str, ActivityEntry]
+    #: ``STATUS_COUNTERS`` summed over every activity.
+    totals: dict[str, int]
+    #: Every activity is in a terminal state.
+    done: bool
+    percent_done: float
+
+
 def normalize_activity_ids(value: Any) -> list[str]:
     """Turn one id, a list of ids, or a (JSON or Python literal) string list into a list of ids.
 
@@ -89,7 +112,7 @@ def is_transient_error(error: BaseException) -> bool:
     return isinstance(error, (ConstantContactServerError, ConstantContactRateLimitError, OSError))
 
 
-def fetch_activities(hook: ConstantContactHook, activity_ids: Sequence[str]) -> dict[str, dict]:
+def fetch_activities(hook: ConstantContactHook, activity_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Fetch the current record of each activity, with one listing request per poll.
 
     Pages through ``GET /v3/activities`` only until every wanted id is seen, and stops paging
@@ -104,7 +127,7 @@ def fetch_activities(hook: ConstantContactHook, activity_ids: Sequence[str]) -> 
     if not wanted:
         return {}
     wanted_set = set(wanted)
-    listed: dict[str, dict] = {}
+    listed: dict[str, dict[str, Any]] = {}
     read = 0
     for activity in hook.iter_activities(limit=LISTING_PAGE_SIZE):
         read += 1
@@ -135,13 +158,13 @@ def _as_int(value: Any) -> int:
         return 0
 
 
-def summarize_activities(activities: Mapping[str, dict]) -> dict:
+def summarize_activities(activities: Mapping[str, Mapping[str, Any]]) -> ActivitiesSummary:
     """Condense activity records into a JSON-serialisable summary (for logs, XCom and events).
 
     ``percent_done`` overall is weighted by each activity's ``items_total_count`` (plain mean while
     an activity does not know its size yet); ``done`` is true when every activity is in a terminal state.
     """
-    per_activity: dict[str, dict] = {}
+    per_activity: dict[str, ActivityEntry] = {}
     totals = dict.fromkeys(STATUS_COUNTERS, 0)
     for activity_id, activity in activities.items():
         status = activity.get("status") or {}
@@ -251,8 +274,8 @@ class ActivityPoller:
         self.activity_ids = list(dict.fromkeys(activity_ids))
         self.max_error_ratio = max_error_ratio
         #: The summary of the last successful poll (None before the first).
-        self.summary: dict | None = None
-        self._records: dict[str, dict] = {}
+        self.summary: ActivitiesSummary | None = None
+        self._records: dict[str, dict[str, Any]] = {}
 
     @property
     def unfinished(self) -> list[str]:
@@ -273,7 +296,7 @@ class ActivityPoller:
             if activity_id in unfinished or "status" not in self._records[activity_id]
         ]
 
-    def poll(self, hook: ConstantContactHook) -> dict:
+    def poll(self, hook: ConstantContactHook) -> ActivitiesSummary:
         """Fetch the pending activities (one request in the usual case); return the summary."""
         pending = self.pending
         if pending:
@@ -281,7 +304,7 @@ class ActivityPoller:
         self.summary = summarize_activities({aid: self._records[aid] for aid in self.activity_ids})
         return self.summary
 
-    def step(self, hook: ConstantContactHook, logger: Any) -> dict | None:
+    def step(self, hook: ConstantContactHook, logger: Any) -> ActivitiesSummary | None:
         """Poll once, log the progress and check it; None after a transient error (poll again later).
 
         ``logger`` is the caller's (a task's or trigger's ``self.log``, or a ``logging.Logger``).
@@ -310,7 +333,7 @@ def wait_for_activities(
     timeout: float,
     max_error_ratio: float | None = None,
     max_poll_interval: float | None = None,
-) -> dict:
+) -> ActivitiesSummary:
     """Block until every activity is finished; return the summary or raise ConstantContactImportError.
 
     Polls with one request per poll, backing the interval off from ``poll_interval`` up to

@@ -700,6 +700,22 @@ def test_non_json_success_points_at_the_api_base_url(authed):
         fast_hook(MemoryTokenStore()).request("GET", "/contact_lists")
 
 
+@pytest.mark.parametrize(
+    ("answer", "call"),
+    [
+        ({"status": 204}, lambda hook: hook.get_activity("a1")),
+        ({"json": []}, lambda hook: hook.get_contact_list("l1")),
+        ({"status": 201, "json": "created"}, lambda hook: hook.create_contact_list("VIP")),
+    ],
+)
+def test_a_call_answered_without_a_json_object_fails_naming_the_api_base_url(authed, answer, call):
+    """A call the API answers with an object never hands its caller None, a list or a string."""
+    for method, url in (("GET", f"{API}/activities/a1"), ("GET", f"{LISTS}/l1"), ("POST", LISTS)):
+        authed.add(method, url, **answer)
+    with pytest.raises(ConstantContactError, match=r"answered with no JSON object .*api_base_url"):
+        call(fast_hook(MemoryTokenStore()))
+
+
 # -------------------------------------------------------------------------------------- pacing
 def test_pacer_spaces_requests_across_threads():
     pacer = _http.RequestPacer()

@@ -24,6 +24,7 @@ from airflow_provider_constantcontact.exceptions import (
 )
 from airflow_provider_constantcontact.export import engine, passes
 from airflow_provider_constantcontact.export.batches import envelope
+from airflow_provider_constantcontact.export.summary import ExportSummary
 from airflow_provider_constantcontact.operators.constantcontact import (
     ConstantContactSegmentExportOperator,
     normalize_list_ids,
@@ -110,7 +111,8 @@ def test_export_maps_cleans_dedups_and_accounts_for_every_row(
         summary["contacts_submitted"] + summary["duplicates"] + sum(summary["rejected"].values())
     )
     assert summary["batches"] == 1
-    assert summary["dry_run"] is False
+    assert summary["plan_only"] is False
+    assert summary["dry_run"] is False  # the old key, kept until 0.2.0
     assert summary["list_ids"] == [newsletter]
     assert len(summary["activity_ids"]) == 1
     assert ti.xcom == {"activity_ids": summary["activity_ids"]}
@@ -308,16 +310,17 @@ def test_max_contacts_fails_before_sending_saying_how_many(
     assert summary["contacts_submitted"] == 12
 
 
-def test_dry_run_sends_nothing_and_reports(
+def test_plan_only_sends_nothing_and_reports(
     make_export, constantcontact_sandbox, newsletter, tmp_path
 ) -> None:
     rows = _segment_rows()
     source = write_parquet(tmp_path / "s.parquet", rows)
     rejects = tmp_path / "rejects.parquet"
-    summary, ti = run(make_export(source=str(source), dry_run=True, rejects_path=str(rejects)))
+    summary, ti = run(make_export(source=str(source), plan_only=True, rejects_path=str(rejects)))
     assert imports_in_log(constantcontact_sandbox) == []
     assert constantcontact_sandbox.list_members(newsletter) == {}
-    assert summary["dry_run"] is True
+    assert summary["plan_only"] is True
+    assert summary["dry_run"] is True  # the old key, kept until 0.2.0
     assert summary["activity_ids"] == []
     assert summary["batches"] == 1
     assert summary["contacts_submitted"] == 60
@@ -443,6 +446,7 @@ def test_wait_adds_final_counters(make_export, constantcontact_sandbox, tmp_path
     assert summary["cannot_add_to_list_count"] == 1
     assert summary["error_count"] == 0
     assert set(summary["activity_states"].values()) == {"completed"}
+    assert set(summary) <= ExportSummary.__required_keys__ | ExportSummary.__optional_keys__
 
 
 def test_mismatch_between_sent_and_reported_fails_loudly(make_export, tmp_path, monkeypatch) -> None:
@@ -511,7 +515,7 @@ def test_template_fields() -> None:
         "rejects_path",
         "max_contacts",
         "max_error_ratio",
-        "dry_run",
+        "plan_only",
         "list_names",
         "create_missing_lists",
         "sync_mode",

@@ -84,7 +84,7 @@ def test_object_storage_path_keeps_its_connection_for_the_reader():
 
 # ------------------------------------------------------------------------------ list events
 def test_changed_lists_counts_imports_and_mirror_removals():
-    summary = {"list_ids": [A, B], "contacts_submitted": 5, "dry_run": False, "activity_ids": ["x"]}
+    summary = {"list_ids": [A, B], "contacts_submitted": 5, "plan_only": False, "activity_ids": ["x"]}
     assert lineage.changed_lists(summary) == {A: {"contacts_submitted": 5}, B: {"contacts_submitted": 5}}
     # Mirror mode: nothing imported, members removed from one list only.
     mirror = {**summary, "contacts_submitted": 0, "removed": {A.upper(): 3, B: 0}}
@@ -94,7 +94,7 @@ def test_changed_lists_counts_imports_and_mirror_removals():
         A: {"contacts_submitted": 5, "contacts_removed": 0},
         B: {"contacts_submitted": 5, "contacts_removed": 2},
     }
-    assert lineage.changed_lists({**summary, "dry_run": True}) == {}
+    assert lineage.changed_lists({**summary, "plan_only": True}) == {}
     assert lineage.changed_lists({**summary, "contacts_submitted": 0}) == {}
     assert lineage.changed_lists(None) == {}
     # An id that is not a UUID names no Asset: skipped, not a failed export.
@@ -103,16 +103,16 @@ def test_changed_lists_counts_imports_and_mirror_removals():
 
 def test_emit_list_events_through_the_alias_with_counts_only():
     accessors = OutletEventAccessors()
-    summary = {"list_ids": [A.upper()], "contacts_submitted": 7, "dry_run": False, "activity_ids": ["x"]}
+    summary = {"list_ids": [A.upper()], "contacts_submitted": 7, "plan_only": False, "activity_ids": ["x"]}
     emitted = lineage.emit_list_events({"outlet_events": accessors}, summary)
     assert emitted == [contact_list_asset(A)]
     assert alias_events(accessors) == [(f"constantcontact://lists/{A}", {"contacts_submitted": 7})]
     dry = OutletEventAccessors()
-    assert lineage.emit_list_events({"outlet_events": dry}, {**summary, "dry_run": True}) == []
+    assert lineage.emit_list_events({"outlet_events": dry}, {**summary, "plan_only": True}) == []
     assert alias_events(dry) == []
 
 
-def test_export_emits_an_event_per_list_and_none_on_a_dry_run(make_export, newsletter, tmp_path):
+def test_export_emits_an_event_per_list_and_none_on_a_plan_only_run(make_export, newsletter, tmp_path):
     source = write_parquet(tmp_path / "s.parquet", {"Email": EMAILS})
     accessors = OutletEventAccessors()
     summary = make_export(source=str(source), field_mapping={"email": "Email"}).execute(
@@ -124,7 +124,7 @@ def test_export_emits_an_event_per_list_and_none_on_a_dry_run(make_export, newsl
     assert "@" not in json.dumps(events)
 
     dry = OutletEventAccessors()
-    make_export(source=str(source), field_mapping={"email": "Email"}, dry_run=True).execute(
+    make_export(source=str(source), field_mapping={"email": "Email"}, plan_only=True).execute(
         {"ti": FakeTI(), "outlet_events": dry}
     )
     assert alias_events(dry) == []
@@ -189,7 +189,7 @@ def test_openlineage_facets_of_an_export(make_export, newsletter, tmp_path):
     }
     assert operator.get_openlineage_facets_on_complete(None).outputs == facets.outputs
 
-    dry = make_export(source=str(source), field_mapping={"email": "Email"}, dry_run=True)
+    dry = make_export(source=str(source), field_mapping={"email": "Email"}, plan_only=True)
     dry.execute({"ti": FakeTI(), "outlet_events": OutletEventAccessors(), "task": dry})
     assert lineage.openlineage_facets(dry).outputs == []
 

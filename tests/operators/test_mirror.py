@@ -152,7 +152,7 @@ def test_an_empty_segment_never_empties_a_list(
     assert len(constantcontact_sandbox.list_member_emails(vip_list)) == 10
 
 
-def test_dry_run_reads_members_and_reports_without_changing_anything(
+def test_plan_only_reads_members_and_reports_without_changing_anything(
     make_export, constantcontact_sandbox, vip_list, tmp_path
 ) -> None:
     source = _segment(tmp_path, _vip_rows())
@@ -166,11 +166,11 @@ def test_dry_run_reads_members_and_reports_without_changing_anything(
             segments=["vip"],
             sync_mode="mirror",
             max_removal_ratio=0.5,
-            dry_run=True,
+            plan_only=True,
             removals_path=str(tmp_path / "would_remove.parquet"),
         )
     )
-    assert summary["dry_run"] is True
+    assert summary["plan_only"] is True
     assert summary["removed"] == {vip_list: 4}
     assert summary["members_before"] == {vip_list: 10}
     assert summary["contacts_submitted"] == 6
@@ -267,7 +267,7 @@ def test_lists_by_name_resolved_and_created(make_export, constantcontact_sandbox
         run(make_export(**options))
     assert imports_in_log(constantcontact_sandbox) == []
 
-    dry, _ = run(make_export(**options, create_missing_lists=True, dry_run=True))
+    dry, _ = run(make_export(**options, create_missing_lists=True, plan_only=True))
     assert dry["lists_to_create"] == ["Brand new list"]
     assert dry["list_ids"] == [vip_list]
     assert "Brand new list" not in constantcontact_sandbox.list_ids

@@ -14,7 +14,7 @@ def test_sandbox_benchmark_runs_with_small_bodies() -> None:
         [
             sys.executable,
             str(REPO_ROOT / "benchmarks" / "sandbox_benchmark.py"),
-            *("--bodies", "2", "--http-bodies", "2", "--body-bytes", "200000"),
+            *("--bodies", "2", "--http-bodies", "2", "--body-bytes", "200000", "--members", "3000"),
         ],
         capture_output=True,
         text=True,
@@ -27,3 +27,8 @@ def test_sandbox_benchmark_runs_with_small_bodies() -> None:
     for step in ("parse", "validate", "apply", "POST answered", "GET right after"):
         assert re.search(rf"^  {re.escape(step)}.*?\s[\d.]+ms", out, re.M), step
     assert "back to back: all answered in" in out
+    assert "a list of 3,000 members: seeded in" in out
+    assert re.search(r"quiet day: updated_after, lists\s+[\d.]+ms  0 contacts, 1 requests", out)
+    # 1% of the members changed, 1% left, 0.1% unsubscribed: 30 + 30 + 3 found in one page
+    assert re.search(r"unsubscribed: updated_after\s+[\d.]+ms  63 contacts, 1 requests", out)
+    assert re.search(r"full listing of the list\s+[\d.]+ms  2,970 contacts, 6 requests", out)

@@ -130,8 +130,12 @@ def test_cli_flags_have_the_documented_defaults():
     assert args.fill_lists == []
     assert args.membership_changes_move_updated_at is True
     assert (args.unsubscribe_removes_memberships, args.date_filters_inclusive) == (False, False)
-    readings = build_parser().parse_args(["--no-membership-changes-move-updated-at"])
+    assert args.unsubscribe_moves_updated_at is True
+    readings = build_parser().parse_args(
+        ["--no-membership-changes-move-updated-at", "--no-unsubscribe-moves-updated-at"]
+    )
     assert readings.membership_changes_move_updated_at is False
+    assert readings.unsubscribe_moves_updated_at is False
     filled = build_parser().parse_args(["--fill-list", "A=3", "--fill-list", "Big = list=1000000"])
     assert filled.fill_lists == [("A", 3), ("Big = list", 1_000_000)]
     for bad in ("A", "A=", "=3", "A=-1", "A=x"):

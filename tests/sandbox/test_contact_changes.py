@@ -4,6 +4,7 @@ membership counts, and the options modelling each undocumented reading."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -241,6 +242,22 @@ def test_activity_records_expire_after_ten_days(sandbox, api):
     assert {"a@example.com", "b@example.com"} <= sandbox.list_member_emails(list_id)
 
 
+def test_activity_records_expire_with_the_wall_clock_too(factory_api, monkeypatch):
+    """A long-running sandbox (no ``advance_time``) forgets activities 10 days old as well."""
+    sandbox, api = factory_api(access_token_ttl=30 * DAY)
+    created = post_json(
+        api,
+        sandbox.api_base_url + "/activities/contacts_json_import",
+        {"import_data": [{"email": "a@example.com"}], "list_ids": [sandbox.list_ids["VIP"]]},
+    ).json()
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 10 * DAY)
+    gone = api.get(sandbox.api_base_url + f"/activities/{created['activity_id']}", timeout=5)
+    assert gone.status_code == 404
+    listed = api.get(sandbox.api_base_url + "/activities", timeout=5).json()
+    assert listed["activities"] == []
+
+
 def test_advance_time_refuses_to_go_back(sandbox):
     with pytest.raises(ValueError, match="forward"):
         sandbox.advance_time(-1)
@@ -471,3 +488,21 @@ def test_date_filters_bound_is_excluded_or_included(factory_api, inclusive, expe
     updated = by_email(api, sandbox, "ann@example.com")["updated_at"]
     assert emails(listing(api, sandbox, updated_after=updated)) == expected
     assert emails(listing(api, sandbox, updated_before=updated)) == expected
+
+
+def test_an_unsubscribe_need_not_move_updated_at(factory_api):
+    """The reading Constant Contact's support describes: an opt-out moves only
+    ``email_address.updated_at``, so ``updated_after`` misses it and ``optout_after`` finds it."""
+    sandbox, api = factory_api(unsubscribe_moves_updated_at=False)
+    sandbox.add_list_members(sandbox.list_ids["VIP"], ["ann@example.com"])
+    seeded = by_email(api, sandbox, "ann@example.com")["updated_at"]
+    since = sandbox.now()
+    sandbox.advance_time(60)
+    sandbox.mark_unsubscribed(["ann@example.com"])
+
+    ann = by_email(api, sandbox, "ann@example.com")
+    assert ann["updated_at"] == seeded
+    assert ann["email_address"]["updated_at"] == ann["email_address"]["opt_out_date"]
+    assert parse(ann["email_address"]["opt_out_date"]) >= since + timedelta(seconds=60)
+    assert emails(listing(api, sandbox, updated_after=stamp(since))) == set()
+    assert emails(listing(api, sandbox, optout_after=stamp(since))) == {"ann@example.com"}

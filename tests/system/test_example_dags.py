@@ -72,7 +72,7 @@ def test_example_dags_parse_without_errors():
         "list_ids": "array",
         "segment_column": ["null", "string"],
         "segments": "array",
-        "dry_run": "boolean",
+        "plan_only": "boolean",
         "max_error_ratio": "number",
     }
     for name, json_type in expected_types.items():
@@ -80,7 +80,8 @@ def test_example_dags_parse_without_errors():
         assert param.schema["type"] == json_type, name
         assert param.description, f"param {name} has no description"
         assert param.schema.get("title"), f"param {name} has no title"
-    assert params["dry_run"] is False
+    assert params["plan_only"] is False
+    assert "dry_run" not in params
 
 
 def test_scheduled_dag_exports_the_segment_and_waits_in_the_trigger(
@@ -129,7 +130,7 @@ def test_scheduled_dag_exports_the_segment_and_waits_in_the_trigger(
 def test_manual_dag_exports_the_chosen_segments_from_its_form(airflow_db, slow_processing_sandbox, segment):
     source, expected = segment
     list_id = slow_processing_sandbox.create_list("Manual export")
-    conf = {"source": str(source), "list_ids": [list_id], "segments": ["regular"], "dry_run": False}
+    conf = {"source": str(source), "list_ids": [list_id], "segments": ["regular"], "plan_only": False}
 
     result = airflow_dags_test(
         MANUAL,
@@ -143,7 +144,7 @@ def test_manual_dag_exports_the_chosen_segments_from_its_form(airflow_db, slow_p
     assert task_states(MANUAL, run_id) == {
         "choose_mode": "success",
         "export_segment": "success",
-        "dry_run_export": "skipped",
+        "plan_only_export": "skipped",
         "wait_for_import": "success",
     }
     assert slow_processing_sandbox.list_members(list_id) == expected["regular"]
@@ -152,10 +153,18 @@ def test_manual_dag_exports_the_chosen_segments_from_its_form(airflow_db, slow_p
     assert summary["totals"]["items_total_count"] == len(expected["regular"])
 
 
-def test_manual_dag_dry_run_sends_nothing(airflow_db, slow_processing_sandbox, segment):
+@pytest.mark.parametrize(
+    "flag",
+    [
+        "plan_only",
+        # The form's old name: a script that still triggers with it must get a plan, never an export.
+        "dry_run",
+    ],
+)
+def test_manual_dag_plan_only_sends_nothing(airflow_db, slow_processing_sandbox, segment, flag):
     source, expected = segment
-    list_id = slow_processing_sandbox.create_list("Dry run")
-    conf = {"source": str(source), "list_ids": [list_id], "dry_run": True}
+    list_id = slow_processing_sandbox.create_list("Plan only")
+    conf = {"source": str(source), "list_ids": [list_id], flag: True}
     since = len(slow_processing_sandbox.request_log)
 
     result = airflow_dags_test(
@@ -168,15 +177,16 @@ def test_manual_dag_dry_run_sends_nothing(airflow_db, slow_processing_sandbox, s
     run_id, state = latest_run(MANUAL)
     assert state == "success"
     states = task_states(MANUAL, run_id)
-    assert states["dry_run_export"] == "success"
+    assert states["plan_only_export"] == "success"
     assert states["export_segment"] == "skipped"
     assert states["wait_for_import"] == "skipped"
     assert slow_processing_sandbox.list_members(list_id) == {}
     assert not [e for e in slow_processing_sandbox.request_log[since:] if "import" in e.path]
-    dry = demo.read_xcom(MANUAL, "dry_run_export", run_id=run_id)
-    assert dry["dry_run"] is True
+    plan = demo.read_xcom(MANUAL, "plan_only_export", run_id=run_id)
+    assert plan["plan_only"] is True
+    assert plan["dry_run"] is True  # the summary's old key, kept until 0.2.0
     # No segment chosen: every valid, de-duplicated row of both segments would have been sent.
-    assert dry["contacts_submitted"] == len(expected["vip"]) + len(expected["regular"])
+    assert plan["contacts_submitted"] == len(expected["vip"]) + len(expected["regular"])
 
 
 def test_failed_import_fails_the_sensor_with_the_activity_error(airflow_db, slow_processing_sandbox, segment):

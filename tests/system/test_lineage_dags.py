@@ -162,12 +162,12 @@ def test_openlineage_complete_event_names_the_parquet_input_and_each_list(export
     assert "@" not in json.dumps(complete["outputs"])
 
 
-def test_a_dry_run_emits_no_list_event(airflow_db, constantcontact_sandbox, tmp_path):
+def test_a_plan_only_run_emits_no_list_event(airflow_db, constantcontact_sandbox, tmp_path):
     source = tmp_path / "customers.parquet"
     demo.generate_segment(source, rows=100, seed=22)
-    list_id = constantcontact_sandbox.create_list("Dry run")
+    list_id = constantcontact_sandbox.create_list("Plan only")
 
-    result = run_export(constantcontact_sandbox, source, [list_id], CC_LINEAGE_DRY_RUN="1")
+    result = run_export(constantcontact_sandbox, source, [list_id], CC_LINEAGE_PLAN_ONLY="1")
 
     assert result.returncode == 0, describe(result)
     run_id, state = latest_run(DAG_ID)

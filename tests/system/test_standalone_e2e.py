@@ -90,7 +90,7 @@ def test_manual_dag_through_the_rest_api_defers_to_the_triggerer(constantcontact
     list_id = sandbox.create_list("Standalone e2e")
     source = tmp_path / "segment.parquet"
     expected = demo.generate_segment(source, rows=800, seed=3)["vip"]
-    conf = {"source": str(source), "list_ids": [list_id], "segments": ["vip"], "dry_run": False}
+    conf = {"source": str(source), "list_ids": [list_id], "segments": ["vip"], "plan_only": False}
     dags_folder = tmp_path / "dags"
     shutil.copytree(EXAMPLE_DAGS, dags_folder, ignore=shutil.ignore_patterns("__pycache__"))
     (dags_folder / "deferrable_export_e2e.py").write_text(DEFERRABLE_DAG)
@@ -130,7 +130,7 @@ def test_manual_dag_through_the_rest_api_defers_to_the_triggerer(constantcontact
         assert {t: ti["state"] for t, ti in tis.items()} == {
             "choose_mode": "success",
             "export_segment": "success",
-            "dry_run_export": "skipped",
+            "plan_only_export": "skipped",
             SENSOR: "success",
         }, failure
 

@@ -14,6 +14,8 @@ from textwrap import dedent
 
 import pytest
 
+from airflow_provider_constantcontact.export.summary import ExportSummary
+from airflow_provider_constantcontact.utils.activities import ActivitiesSummary
 from tests.operators.conftest import imports_in_log, write_parquet
 from tests.system.dag_runs import airflow_dags_test, describe, latest_run, load_demo, task_states
 
@@ -182,7 +184,10 @@ def test_templated_parameters_survive_rendering(
     assert summary["contacts_submitted"] == 4
     assert sorted(summary["list_ids"]) == sorted([newsletter, lapsed])
     assert summary["items_total_count"] == 4
+    # The XComs hold exactly what their types declare (ExportSummary, ActivitiesSummary).
+    assert set(summary) <= ExportSummary.__required_keys__ | ExportSummary.__optional_keys__
     waited = demo.read_xcom(dag_id, "wait", run_id=run_id)
+    assert set(waited) == ActivitiesSummary.__required_keys__
     assert waited["done"] is True
     assert sorted(waited["activities"]) == sorted(summary["activity_ids"])
     assert waited["totals"]["items_total_count"] == 4

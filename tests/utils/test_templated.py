@@ -106,14 +106,14 @@ def test_export_operator_parameters_rendered_either_way(native: bool) -> None:
         segments=render("{{ params.segments }}", native, params=params),
         max_contacts=render("{{ params.max_contacts }}", native, params=params),
         max_error_ratio=render("{{ 0.1 }}", native),
-        dry_run=render("{{ False }}", native),
+        plan_only=render("{{ False }}", native),
     )
     settings = operator._settings()
     assert settings.segments == NASTY
     assert normalize_list_ids(operator.list_ids) == ["id-1", "id-2"]
     assert settings.plan.field_mapping == {"email": "Email", "first_name": "First, name"}
     assert settings.max_contacts == 5
-    assert settings.dry_run is False
+    assert settings.plan_only is False
     assert operator._max_error_ratio() == 0.1
     assert parse_list(operator.source, "source") == ["/data/a, b.parquet", "/data/c.parquet"]
 
@@ -129,7 +129,7 @@ def test_sensor_activity_ids_and_max_error_ratio_rendered_either_way(native: boo
     assert sensor._ids() == ids
     assert sensor._max_error_ratio() == 0.25
     # The export's whole summary, rendered: its activity ids.
-    summary = {"activity_ids": ids, "rows_read": 3, "dry_run": False, "rejected": {}}
+    summary = {"activity_ids": ids, "rows_read": 3, "plan_only": False, "rejected": {}}
     assert normalize_activity_ids(render("{{ s }}", native, s=summary)) == ids
     assert normalize_activity_ids(json.dumps(summary)) == ids
 
@@ -204,11 +204,11 @@ def test_numbers_from_text_and_their_bounds() -> None:
 
 
 def test_flags_and_optional_text() -> None:
-    assert parse_bool("True", "dry_run") is True
-    assert parse_bool("false", "dry_run") is False
-    assert parse_bool(False, "dry_run") is False
-    with pytest.raises(ValueError, match="dry_run must be true or false"):
-        parse_bool("maybe", "dry_run")
+    assert parse_bool("True", "plan_only") is True
+    assert parse_bool("false", "plan_only") is False
+    assert parse_bool(False, "plan_only") is False
+    with pytest.raises(ValueError, match="plan_only must be true or false"):
+        parse_bool("maybe", "plan_only")
     assert optional_text("  seg ", "segment_column") == "seg"
     assert optional_text("None", "segment_column") is None
     assert is_unset("  ")

@@ -1,7 +1,7 @@
 """A one-task export DAG for the lineage tests, configured through the environment.
 
 ``CC_LINEAGE_SOURCE`` (a path or URI), ``CC_LINEAGE_LIST_IDS`` (comma-separated) and
-``CC_LINEAGE_DRY_RUN`` ("1" for a dry run) are read when the file is parsed, so that the source
+``CC_LINEAGE_PLAN_ONLY`` ("1" for a plan-only run) are read when the file is parsed, so that the source
 is a literal URI (not a template) and becomes the task's inlet.
 """
 
@@ -26,6 +26,6 @@ with DAG(
         field_mapping={"email": "email", "first_name": "first_name", "cf:loyalty_tier": "loyalty_tier"},
         segment_column="segment",
         segments=["vip"],
-        dry_run=os.environ.get("CC_LINEAGE_DRY_RUN") == "1",
+        plan_only=os.environ.get("CC_LINEAGE_PLAN_ONLY") == "1",
         wait_for_completion=False,
     )
