@@ -78,8 +78,32 @@ class SegmentExport:
                     f"{name} {path} lies inside the segment source: a later run would read that file as "
                     "part of the segment. Write it outside the source's folders and globs; nothing was sent."
                 )
+        self._check_state_path_apart()
         # Missing columns and incompatible types fail here, before any request.
         self.reader = SegmentReader(source, settings)
+
+    def _check_state_path_apart(self) -> None:
+        """The state file (and its journal) must not be the same place as another output."""
+        settings = self.settings
+        if not settings.state_path:
+            return
+        state = output_path(settings.state_path, settings.storage_conn_id)
+        journal = output_path(journal_path(settings.state_path), settings.storage_conn_id)
+        for name, path in (
+            ("rejects_path", settings.rejects_path),
+            ("removals_path", settings.removals_path),
+        ):
+            if not path:
+                continue
+            other = output_path(path, settings.storage_conn_id)
+            if (other.protocol, other.path) in {
+                (state.protocol, state.path),
+                (journal.protocol, journal.path),
+            }:
+                raise ValueError(
+                    f"state_path and {name} name the same file ({path}): each output needs its own place. "
+                    "Nothing was sent."
+                )
 
     def scan(self) -> SegmentScan:
         """Pass one, and the checks its counts allow before anything is sent."""
