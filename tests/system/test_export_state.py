@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.operators.conftest import write_parquet
+from tests.operators.test_constantcontact import memory_storage  # noqa: F401 (the memory:// store)
 from tests.system.dag_runs import airflow_dags_test, describe, latest_run, load_demo
 
 DAG_FILE = dedent(
@@ -268,3 +269,62 @@ def test_safe_when_membership_changes_do_not_move_updated_at(
     assert result.returncode == 0, describe(result)
     assert summary["left_list_outside_export"] == 1
     assert sandbox.list_member_emails(list_id) == {"ann@example.com", "cat@example.com"}
+
+
+def test_state_on_a_file_url(airflow_db, constantcontact_sandbox, dags_folder, tmp_path):
+    """A ``file://`` state_path through `airflow dags test`: the second run sends nothing."""
+    sandbox = constantcontact_sandbox
+    list_id = sandbox.create_list("File URL")
+    state_url = (tmp_path / "state" / "file-url.parquet").as_uri()
+    conf = {
+        "list_id": list_id,
+        "state_path": state_url,
+        "source": _segment(tmp_path, {"ann@example.com": "Ann"}),
+    }
+    for expected_sent in (1, 0):
+        result, summary = _run(sandbox, dags_folder, "cc_state_native", conf)
+        assert result.returncode == 0, describe(result)
+        assert summary["contacts_submitted"] == expected_sent
+    assert (tmp_path / "state" / "file-url.parquet").exists()
+    assert not (tmp_path / "state" / ".file-url.parquet.journal").exists()  # committed and cleaned up
+
+
+class _TaskInstance:
+    def xcom_push(self, key: str, value: object) -> None:
+        pass
+
+
+def test_state_on_fsspec_memory(constantcontact_sandbox, default_conn_sandbox, memory_storage, tmp_path):  # noqa: F811
+    """An fsspec ``memory://`` state_path (object storage in this process), over HTTP to the sandbox:
+    the state is written there, and the next run keeps the leaver out and sends nothing else."""
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    from airflow_provider_constantcontact.operators.constantcontact import (
+        ConstantContactSegmentExportOperator,
+    )
+
+    sandbox = constantcontact_sandbox
+    list_id = sandbox.create_list("Memory")
+    state_url = "memory://crm/constantcontact-state/memory.parquet"
+    source = _segment(tmp_path, {"ann@example.com": "Ann", "bob@example.com": "Bob"})
+
+    def export() -> dict:
+        operator = ConstantContactSegmentExportOperator(
+            task_id="memory_state",
+            source=source,
+            list_ids=list_id,
+            field_mapping={"email": "Email", "first_name": "First"},
+            state_path=state_url,
+            poll_interval=0.2,
+        )
+        return dict(operator.execute({"ti": _TaskInstance()}))  # type: ignore[arg-type]
+
+    assert export()["contacts_submitted"] == 2
+    stored = set(MemoryFileSystem.store)
+    assert "/crm/constantcontact-state/memory.parquet" in stored
+    assert not any(path.endswith(".journal") for path in stored)  # committed and cleaned up
+    sandbox.leave_list(list_id, ["bob@example.com"])
+    summary = export()
+    assert summary["contacts_submitted"] == 0
+    assert summary["left_list_outside_export"] == 1
+    assert sandbox.list_member_emails(list_id) == {"ann@example.com"}
