@@ -328,3 +328,42 @@ def test_state_on_fsspec_memory(constantcontact_sandbox, default_conn_sandbox, m
     assert summary["contacts_submitted"] == 0
     assert summary["left_list_outside_export"] == 1
     assert sandbox.list_member_emails(list_id) == {"ann@example.com"}
+
+
+def test_two_lists_one_body_and_a_leaver_of_one_list_still_goes_to_the_other(
+    constantcontact_sandbox, default_conn_sandbox, tmp_path
+):
+    """A contact who left list A but not list B: its changed data goes to B only, in one request
+    whose body names B; contacts of both lists share a body naming both."""
+    from airflow_provider_constantcontact.operators.constantcontact import (
+        ConstantContactSegmentExportOperator,
+    )
+
+    sandbox = constantcontact_sandbox
+    first, second = sandbox.create_list("Two A"), sandbox.create_list("Two B")
+    state_path = str(tmp_path / "state" / "two.parquet")
+
+    def export(people: dict[str, str]) -> dict:
+        operator = ConstantContactSegmentExportOperator(
+            task_id="two_lists",
+            source=_segment(tmp_path, people),
+            list_ids=[first, second],
+            field_mapping={"email": "Email", "first_name": "First"},
+            state_path=state_path,
+            poll_interval=0.2,
+        )
+        return dict(operator.execute({"ti": _TaskInstance()}))  # type: ignore[arg-type]
+
+    people = {"ann@example.com": "Ann", "bob@example.com": "Bob"}
+    assert export(people)["batches"] == 1  # one body for both lists
+    sandbox.leave_list(first, ["bob@example.com"])
+    sandbox.clear_request_log()
+    summary = export({"ann@example.com": "Anna", "bob@example.com": "Robert"})
+
+    assert summary["left_list_outside_export"] == 1
+    assert summary["batches"] == 2  # ann to both lists, bob to B only
+    assert sandbox.list_member_emails(first) == {"ann@example.com"}
+    assert sandbox.list_member_emails(second) == {"ann@example.com", "bob@example.com"}
+    assert sandbox.list_members(second)["bob@example.com"]["first_name"] == "Robert"
+    imports = [entry for entry in sandbox.request_log if entry.path.endswith("contacts_json_import")]
+    assert len(imports) == 2
