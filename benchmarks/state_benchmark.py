@@ -89,6 +89,7 @@ def export_once(info: dict[str, Any], source: Path, state_path: Path | None) -> 
     hook = operator.hook = make_hook(info)
     counter = RequestsByKind()
     hook.get_conn().hooks["response"].append(counter)
+    pa.default_memory_pool().release_unused()  # what an earlier run left in Arrow's pool
     reset_peak_rss()
     cpu = cpu_seconds()
     started = time.perf_counter()

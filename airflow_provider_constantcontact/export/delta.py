@@ -88,12 +88,16 @@ def plan_sync(
     indexed = contacts.append_column("position", pa.array(range(contacts.num_rows), pa.int64()))
     for bit, list_id in enumerate(list_ids):
         state_rows = check.state.for_list(list_id)
-        joined = indexed.join(
-            state_rows.rename_columns(["email", "old_fingerprint", "status", "contact_id"]),
-            "email",
-            join_type="left outer",
-            use_threads=False,
-        ).sort_by("position")
+        joined = (
+            indexed.drop_columns(["row"])
+            .join(
+                state_rows.rename_columns(["email", "old_fingerprint", "status", "contact_id"]),
+                "email",
+                join_type="left outer",
+                use_threads=False,
+            )
+            .sort_by("position")
+        )
         status = pc.fill_null(joined.column("status"), _code(-1)).combine_chunks()
         new = pc.equal(status, -1)
         out = pc.is_in(status, value_set=pa.array([LEFT, UNSUBSCRIBED], pa.int8()))
