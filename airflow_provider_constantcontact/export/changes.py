@@ -314,8 +314,9 @@ class ChangeReader:
         a full run); someone else's change inside it is caught by the count check.
         """
         windows: list[dict[str, str]] = [{"updated_after": since}]
-        start, end = (own_changes or [None, None])[:2]
-        begin, finish = _parse_time(start), _parse_time(end)
+        end = own_changes[1] if own_changes and len(own_changes) == 2 else None
+        begin = _parse_time(own_changes[0]) if own_changes and len(own_changes) == 2 else None
+        finish = _parse_time(end)
         if begin is not None and finish is not None and begin <= finish:
             after = _parse_time(since)
             assert after is not None
@@ -335,7 +336,7 @@ class ChangeReader:
                 for list_id in list_ids:
                     table, page_latest = _page_table(page, list_id)
                     tables[list_id].append(table)
-                latest = _later(latest, page_latest)
+                    latest = _later(latest, page_latest)
         empty = _PAGE_SCHEMA.empty_table()
         changes = {list_id: pa.concat_tables(parts) if parts else empty for list_id, parts in tables.items()}
         return changes, _later(latest, end if begin is not None and finish is not None else None)
