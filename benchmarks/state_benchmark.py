@@ -91,6 +91,7 @@ def export_once(info: dict[str, Any], source: Path, state_path: Path | None) -> 
     hook.get_conn().hooks["response"].append(counter)
     pa.default_memory_pool().release_unused()  # what an earlier run left in Arrow's pool
     reset_peak_rss()
+    rss_start = peak_rss_mb()  # VmHWM just reset: the RSS the run starts from
     cpu = cpu_seconds()
     started = time.perf_counter()
     summary = operator.execute({"ti": _FakeTI()})
@@ -101,6 +102,7 @@ def export_once(info: dict[str, Any], source: Path, state_path: Path | None) -> 
         "wall_s": wall,
         "cpu_s": cpu_seconds() - cpu,
         "peak_rss_mb": peak_rss_mb(),
+        "rss_start_mb": rss_start,
         "requests": dict(counter.counts),
         "api_requests": api,
         "api_requests_without_wait": api - polls,
@@ -178,7 +180,8 @@ def print_result(result: dict[str, Any]) -> None:
         run_ = result[name]
         print(
             f"{name:>17}: {run_['wall_s']:6.1f}s wall, {run_['cpu_s']:6.1f}s CPU, peak RSS "
-            f"{run_['peak_rss_mb']:4.0f} MB; sent {run_['contacts_submitted']:,} in "
+            f"{run_['peak_rss_mb']:4.0f} MB (from {run_['rss_start_mb']:.0f}); "
+            f"sent {run_['contacts_submitted']:,} in "
             f"{run_['import_requests']} import request(s), removed {run_['removed']:,}; "
             f"{run_['api_requests']} API requests ({run_['api_requests_without_wait']} without the "
             f"wait's polls); changes read {run_['changes_read']}"
