@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset
 
+from airflow_provider_constantcontact.constants import LIST_ID_PATTERN
+
 if TYPE_CHECKING:
     from urllib.parse import SplitResult
 
@@ -36,7 +38,7 @@ LISTS = "lists"
 OPENLINEAGE_NAMESPACE = SCHEME
 EXPECTED_FORM = f"{SCHEME}://{LISTS}/<list id>, the list id a UUID (1c3f6a0e-5b2d-41ee-8c99-0242ac120002)"
 
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+_UUID = re.compile(LIST_ID_PATTERN)
 
 
 def normalize_list_id(list_id: str) -> str:

@@ -34,6 +34,8 @@ MAX_LISTS_PER_REQUEST = 50
 MAX_CONTACT_IDS_PER_REMOVAL = 500
 #: List ids the contacts listing (``GET /contacts?lists=``) takes at once.
 MAX_LISTS_PER_CONTACTS_QUERY = 25
+#: A contact list id is a UUID (as in the list's URL in the web app), in either case.
+LIST_ID_PATTERN = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 #: Largest page of the contact lists, contacts and activities listings; of custom fields.
 MAX_PAGE_SIZE = 500
 MAX_CUSTOM_FIELDS_PAGE_SIZE = 100

@@ -70,11 +70,8 @@ def _is_object_storage_path(value: Any) -> bool:
 def _entries(source: Any) -> list[Any]:
     if source is None:
         return []
-    if isinstance(source, str):
-        try:  # a rendered list of sources reads as that list (the export reads it the same way)
-            return parse_list(source, "source")
-        except ValueError:
-            return [source]
+    if isinstance(source, str):  # one path: a rendered list is a list by now (see utils/templated.py)
+        return parse_list(source, "source", literals=False)
     if _is_object_storage_path(source) or isinstance(source, os.PathLike):
         return [source]
     if isinstance(source, Iterable):
@@ -243,7 +240,7 @@ def source_dataset_ids(source: Any) -> list[tuple[str, str]]:
 
 def _list_ids(value: Any) -> list[str]:
     """The operator's rendered ``list_ids``, read as the export reads them, as Asset list ids."""
-    ids = (str(item).strip() for item in parse_list(value, "list_ids", split_commas=True))
+    ids = (str(item).strip() for item in parse_list(value, "list_ids", split_commas=True, literals=False))
     return list(dict.fromkeys(key for key in map(_asset_list_id, ids) if key is not None))
 
 

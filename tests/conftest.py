@@ -35,7 +35,7 @@ os.environ.update(
 for _name in [n for n in os.environ if n.startswith(("AIRFLOW_CONN_", "AIRFLOW_VAR_"))]:
     del os.environ[_name]
 
-pytest_plugins = ["airflow_provider_constantcontact.sandbox.pytest_plugin"]
+pytest_plugins = ["airflow_provider_constantcontact.sandbox.pytest_plugin", "tests.system_marker"]
 
 if TYPE_CHECKING:  # imported for real only inside functions: Airflow must see the env above first
     from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook

@@ -28,6 +28,7 @@ from airflow_provider_constantcontact.export.delta import (
     SyncPlan,
     plan_sync,
 )
+from airflow_provider_constantcontact.export.journal import RemovalJournal
 from airflow_provider_constantcontact.export.mirror import (
     ListRemovals,
     check_removal_guard,
@@ -36,6 +37,7 @@ from airflow_provider_constantcontact.export.mirror import (
     write_removals,
 )
 from airflow_provider_constantcontact.export.passes import SegmentScan, encode_bodies, scan_segment
+from airflow_provider_constantcontact.export.preflight import create_or_find_list
 from airflow_provider_constantcontact.export.reader import SegmentReader, check_column_types
 from airflow_provider_constantcontact.export.rejects import RejectsWriter, file_path, output_path
 from airflow_provider_constantcontact.export.sender import send_bodies
@@ -44,7 +46,6 @@ from airflow_provider_constantcontact.export.source import SegmentSource
 from airflow_provider_constantcontact.export.state import ExportState, journal_path, read_state, write_state
 from airflow_provider_constantcontact.export.state_commit import read_journal, stage_journal, state_identity
 from airflow_provider_constantcontact.export.summary import ExportSummary
-from airflow_provider_constantcontact.utils.redaction import redact_emails
 
 if TYPE_CHECKING:
     from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
@@ -122,13 +123,12 @@ class SegmentExport:
             )
         if self.reader.filter is not None and scan.rows_read == 0:
             self.log.warning(
-                "No row of %r matches segments=%r, so nothing will be exported. The most common "
-                "values of %r are (value: rows): %s. Segment values are compared exactly (case too).",
+                "No row of %r matches segments=%r, so nothing will be exported; segment values are "
+                "compared exactly (case and spaces too). %s",
                 settings.segment_column,
                 settings.segments,
-                settings.segment_column,
-                # Segment labels, not personal data; were the column to hold emails, none is shown.
-                redact_emails(str(self.reader.segment_values(settings.segment_column or ""))),
+                # Counts and masked values only: the column may hold names or emails by mistake.
+                self.reader.segment_values(settings.segment_column or "", settings.segments or []).describe(),
             )
         return scan
 
@@ -167,27 +167,44 @@ class SegmentExport:
                 self.log.info("Plan only: would create the contact list %r", name)
                 list_ids.append(NEW_LIST_PLACEHOLDER)
             else:
-                created = hook.create_contact_list(name)
-                self.log.info("Created the contact list %r: %s", name, created["list_id"])
-                list_ids.append(created["list_id"])
+                list_ids.append(create_or_find_list(hook, name, self.log))
         summary = self.import_segment(sender, scan, list_ids)
         if targets.names_to_create and sender is None:
             summary["lists_to_create"] = list(targets.names_to_create)
         elif targets.names_to_create:
             summary["lists_created"] = list(targets.names_to_create)
         if mirror:
-            removal_ids = send_removals(sender, removals, self.log)
-            summary["activity_ids"] = [*summary["activity_ids"], *removal_ids]
-            summary["removal_activity_ids"] = removal_ids
-            summary["removed"] = {plan.list_id: plan.count for plan in removals}
-            summary["members_before"] = {plan.list_id: plan.members_before for plan in removals}
+            self._remove(sender, removals, summary)
             summary["listing_requests"] = listing_requests
-            if settings.removals_path:
-                summary["removals_path"] = file_path(settings.removals_path)
-                summary["removals_written"] = write_removals(
-                    settings.removals_path, removals, settings.storage_conn_id
-                )
         return summary
+
+    def _remove(
+        self, sender: ConstantContactHook | None, removals: list[ListRemovals], summary: ExportSummary
+    ) -> None:
+        """Mirror mode: send the removals (journaled first with removals_path) and report them."""
+        settings = self.settings
+        journal = None
+        if settings.removals_path and sender is not None:
+            journal = RemovalJournal(settings.removals_path, settings.storage_conn_id)
+            self.log.info(
+                "Each removal request is journaled before it is sent, in %s (%d entries left by "
+                "earlier runs that did not finish)",
+                journal.path,
+                len(journal.earlier),
+            )
+        removal_ids = send_removals(
+            sender, removals, self.log, before_request=journal.record if journal else None
+        )
+        summary["activity_ids"] = [*summary["activity_ids"], *removal_ids]
+        summary["removal_activity_ids"] = removal_ids
+        summary["removed"] = {plan.list_id: plan.count for plan in removals}
+        summary["members_before"] = {plan.list_id: plan.members_before for plan in removals}
+        if settings.removals_path:
+            summary["removals_path"] = file_path(settings.removals_path)
+            written = write_removals(settings.removals_path, removals, settings.storage_conn_id, journal)
+            summary["removals_written"] = written
+            if journal is not None:
+                summary["removals_recovered"] = written - sum(plan.count for plan in removals)
 
     def run_with_state(
         self, hook: ConstantContactHook, targets: ListTargets, scan: SegmentScan
@@ -208,9 +225,7 @@ class SegmentExport:
                     f"plan_only with state_path cannot plan for the list {name!r}, which does not exist yet: "
                     "create it (or run once without plan_only)"
                 )
-            created = hook.create_contact_list(name)
-            self.log.info("Created the contact list %r: %s", name, created["list_id"])
-            list_ids.append(created["list_id"])
+            list_ids.append(create_or_find_list(hook, name, self.log))
         identity = state_identity(hook, list_ids, settings.plan.field_mapping)
         conn_id = settings.storage_conn_id
         state = read_state(settings.state_path, conn_id, identity, self.log)
@@ -263,16 +278,7 @@ class SegmentExport:
             write_state(journal_path(settings.state_path), journal_state, conn_id)
         summary = self.import_segment(sender, scan, list_ids, sync)
         if mirror:
-            removal_ids = send_removals(sender, sync.removals, self.log)
-            summary["activity_ids"] = [*summary["activity_ids"], *removal_ids]
-            summary["removal_activity_ids"] = removal_ids
-            summary["removed"] = {plan.list_id: plan.count for plan in sync.removals}
-            summary["members_before"] = {plan.list_id: plan.members_before for plan in sync.removals}
-            if settings.removals_path:
-                summary["removals_path"] = file_path(settings.removals_path)
-                summary["removals_written"] = write_removals(
-                    settings.removals_path, sync.removals, settings.storage_conn_id
-                )
+            self._remove(sender, sync.removals, summary)
         if targets.names_to_create:
             summary["lists_created"] = list(targets.names_to_create)
         summary["state_path"] = settings.state_path

@@ -10,14 +10,15 @@ per member is a few dozen bytes of Arrow buffers (contact id, email, hash), no P
 The removal guard runs after every list was read and before anything changes: when any list
 would lose more than ``max_removal_ratio`` of its members, or the segment has no valid contact
 at all, nothing is imported or removed for any list. Removal takes contact ids, at most 500 a
-request, and never deletes a contact. See docs/export-operator.md "Mirror mode".
+request, and never deletes a contact; each request's memberships can be journaled before it is
+sent (:mod:`.journal`). See docs/export-operator.md "Mirror mode".
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ from airflow_provider_constantcontact.constants import MAX_CONTACT_IDS_PER_REMOV
 from airflow_provider_constantcontact.exceptions import ConstantContactExportError
 from airflow_provider_constantcontact.export.cleaning import normalize_emails
 from airflow_provider_constantcontact.export.dedup import email_hashes
+from airflow_provider_constantcontact.export.journal import REMOVALS_SCHEMA, RemovalJournal, removal_rows
 from airflow_provider_constantcontact.export.rejects import ParquetOutput
 
 if TYPE_CHECKING:
@@ -35,9 +37,6 @@ if TYPE_CHECKING:
 
 #: Log the listing's progress every this many pages (20 pages: 10,000 members, ~5 s at 4/s).
 PROGRESS_EVERY_PAGES = 20
-REMOVALS_SCHEMA = pa.schema(
-    [pa.field("list_id", pa.string()), pa.field("contact_id", pa.string()), pa.field("email", pa.string())]
-)
 
 
 @dataclass(frozen=True)
@@ -116,60 +115,90 @@ def _concat(chunks: list[pa.Array], data_type: pa.DataType) -> pa.Array:
 
 def check_removal_guard(removals: Sequence[ListRemovals], *, max_removal_ratio: float, contacts: int) -> None:
     """Refuse, before any change to any list, removals over the ratio or an empty segment emptying a list."""
-    problems = []
+    empty_segment, over_ratio = [], []
     for plan in removals:
         if not plan.count:
             continue
-        if contacts == 0:
-            problems.append(
-                f"list {plan.list_id}: the segment has no valid contact, so mirroring would remove all "
-                f"{plan.count:,} members (an empty segment never empties a list)"
-            )
-            continue
         ratio = plan.count / plan.members_before
-        if ratio > max_removal_ratio:
-            problems.append(
+        if contacts == 0:
+            empty_segment.append(
+                f"list {plan.list_id}: {plan.count:,} of its {plan.members_before:,} members ({ratio:.1%})"
+            )
+        elif ratio > max_removal_ratio:
+            over_ratio.append(
                 f"list {plan.list_id}: {plan.count:,} of its {plan.members_before:,} members "
                 f"({ratio:.1%}) would be removed, more than max_removal_ratio={max_removal_ratio:g}"
             )
+    problems = []
+    if empty_segment:
+        problems.append(
+            "the segment has no valid contact, so mirroring would remove "
+            + "; ".join(empty_segment)
+            + ". A segment without a valid contact never removes anyone, whatever max_removal_ratio: "
+            "check the source, segment_column/segments and the email column (the summary's rejected "
+            "counts say why rows were not valid)"
+        )
+    if over_ratio:
+        problems.append(
+            "; ".join(over_ratio) + ". If the segment is right, raise max_removal_ratio "
+            "(1.0 turns the ratio check off) and run again; otherwise fix the segment"
+        )
     if problems:
         raise ConstantContactExportError(
             "Mirror removal guard: "
-            + "; ".join(problems)
-            + ". Nothing was imported or removed for any list. If the segment is right, raise "
-            "max_removal_ratio (1.0 turns the guard off) and run again; otherwise fix the segment."
+            + " Also: ".join(problems)
+            + ". Nothing was imported or removed for any list."
         )
 
 
 def send_removals(
-    hook: ConstantContactHook | None, removals: Sequence[ListRemovals], log: logging.Logger | Any
+    hook: ConstantContactHook | None,
+    removals: Sequence[ListRemovals],
+    log: logging.Logger | Any,
+    *,
+    before_request: Callable[[str, pa.Array, pa.Array], None] | None = None,
 ) -> list[str]:
-    """Remove the memberships, 500 contact ids a request (``hook`` None: plan only); the activity ids."""
+    """Remove the memberships, 500 contact ids a request (``hook`` None: plan only); the activity ids.
+
+    ``before_request(list_id, contact_ids, emails)`` is called with each request's memberships
+    before it is sent (:meth:`.journal.RemovalJournal.record`): a failure there sends nothing more.
+    """
     activity_ids: list[str] = []
     for plan in removals:
         if hook is None or not plan.count:
             continue
         for start in range(0, plan.count, MAX_CONTACT_IDS_PER_REMOVAL):
-            chunk = plan.contact_ids.slice(start, MAX_CONTACT_IDS_PER_REMOVAL).to_pylist()
-            activity = hook.remove_list_memberships(chunk, [plan.list_id])
+            chunk = plan.contact_ids.slice(start, MAX_CONTACT_IDS_PER_REMOVAL)
+            if before_request is not None:
+                before_request(plan.list_id, chunk, plan.emails.slice(start, MAX_CONTACT_IDS_PER_REMOVAL))
+            activity = hook.remove_list_memberships(chunk.to_pylist(), [plan.list_id])
             activity_ids.append(activity["activity_id"])
         requests = -(-plan.count // MAX_CONTACT_IDS_PER_REMOVAL)
         log.info("Removing %d members from list %s (%d requests)", plan.count, plan.list_id, requests)
     return activity_ids
 
 
-def write_removals(path: str, removals: Sequence[ListRemovals], conn_id: str | None) -> int:
-    """One Parquet row per removed (or, when planning only, to-be-removed) membership; the rows written."""
+def write_removals(
+    path: str, removals: Sequence[ListRemovals], conn_id: str | None, journal: RemovalJournal | None = None
+) -> int:
+    """Write the removals file: one Parquet row per removed membership; the rows written.
+
+    With ``journal`` (a run that sent its removals): every journaled membership, this run's and
+    those earlier runs left, after which those entries are deleted. Without (planning only): the
+    memberships of ``removals``, to be removed.
+    """
     output = ParquetOutput(path, REMOVALS_SCHEMA, conn_id=conn_id)
     try:
-        for plan in removals:
-            if plan.count:
-                list_ids = pa.repeat(pa.scalar(plan.list_id, pa.string()), plan.count)
-                output.write(
-                    pa.record_batch([list_ids, plan.contact_ids, plan.emails], schema=REMOVALS_SCHEMA)
-                )
+        if journal is None:
+            for plan in removals:
+                output.write(removal_rows(plan.list_id, plan.contact_ids, plan.emails, None))
+        else:
+            for batch in journal.read([*journal.earlier, *journal.written]).to_batches():
+                output.write(batch)
     except BaseException:
         output.abort()
         raise
     output.close()
+    if journal is not None:
+        journal.delete([*journal.earlier, *journal.written])
     return output.rows

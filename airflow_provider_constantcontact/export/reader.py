@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -70,17 +71,85 @@ class SegmentReader:
             self._arange = pa.array(range(length), pa.uint32())
         return pc.add(self._arange.slice(0, length), pa.scalar(offset, pa.uint32()))
 
-    def segment_values(self, column: str) -> dict[Any, int]:
-        """The most common values of ``column`` over the whole source (no filter), with counts."""
-        counts: dict[Any, int] = {}
+    def segment_values(self, column: str, segments: list[Any]) -> SegmentValues:
+        """What ``column`` holds over the whole source (no filter), for the zero-match warning.
+
+        Counted with Arrow kernels (distinct values in Arrow buffers, no Python object per row);
+        only the few values shown become Python strings, and those are masked.
+        """
+        counts = []
         for batch in self.dataset.to_batches(columns=[column], use_threads=False):
             found = pc.value_counts(batch.column(0))
-            for value, count in zip(
-                found.field("values").to_pylist(), found.field("counts").to_pylist(), strict=True
-            ):
-                counts[value] = counts.get(value, 0) + count
-        top = sorted(counts.items(), key=lambda item: -item[1])[:SEGMENT_VALUES_SHOWN]
-        return dict(top)
+            counts.append(pa.table({"value": found.field("values"), "rows": found.field("counts")}))
+        if counts:
+            table = pa.concat_tables(counts).group_by("value").aggregate([("rows", "sum")])
+            values, rows = table.column("value"), table.column("rows_sum")
+        else:
+            values, rows = (
+                pa.chunked_array([], self.dataset.schema.field(column).type),
+                pa.chunked_array([], pa.int64()),
+            )
+        top = pc.array_sort_indices(rows.combine_chunks(), order="descending")[:SEGMENT_VALUES_SHOWN]
+        shown = [(mask_value(values[index].as_py()), rows[index].as_py()) for index in top.to_pylist()]
+        loose_keys = _loose(values)
+        near = {}
+        for segment in segments:
+            if isinstance(segment, str):
+                matches = pc.equal(loose_keys, pa.scalar(segment.strip().lower()))
+                near[segment] = pc.sum(pc.if_else(matches, rows, 0)).as_py() or 0
+        return SegmentValues(
+            rows=pc.sum(rows).as_py() or 0, distinct=len(values), most_common=shown, loose_matches=near
+        )
+
+
+@dataclass(frozen=True)
+class SegmentValues:
+    """Counts of a segment column's values, and its most common values masked: no value in clear."""
+
+    rows: int
+    distinct: int
+    #: (masked value, rows) of the most common values.
+    most_common: list[tuple[str, int]]
+    #: Each text segment asked for -> rows whose value equals it but for case and surrounding spaces.
+    loose_matches: dict[str, int]
+
+    def describe(self) -> str:
+        """One sentence for the log: counts, masked values, and the near matches."""
+        shown = ", ".join(f"{value}: {rows:,}" for value, rows in self.most_common) or "none"
+        near = [
+            f"{segment!r} would match {rows:,} rows" for segment, rows in self.loose_matches.items() if rows
+        ]
+        hint = (
+            "Compared without case and surrounding spaces, " + "; ".join(near)
+            if near
+            else "No value matches even without case and surrounding spaces"
+        )
+        return (
+            f"The column holds {self.distinct:,} distinct values over {self.rows:,} rows; the most common "
+            f"(masked: first character and length): {shown}. {hint}."
+        )
+
+
+def mask_value(value: Any) -> str:
+    """A value shown in a log without showing it: its first character, then ``*`` for the rest.
+
+    Whatever the column holds (segment labels, or by mistake names or mistyped emails), only one
+    character and the length appear. Null is shown as ``null``.
+    """
+    if value is None:
+        return "null"
+    text = str(value)
+    return repr(text[:1] + "*" * (len(text) - 1))
+
+
+def _loose(values: pa.ChunkedArray) -> pa.Array:
+    """Each value as text, lower-cased, without white space at either end (null when not text)."""
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        try:
+            values = values.cast(pa.string())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return pa.nulls(len(values), pa.string())
+    return pc.utf8_lower(pc.utf8_trim_whitespace(values.combine_chunks()))
 
 
 def check_column_types(source: SegmentSource, plan: ContactPlan) -> None:

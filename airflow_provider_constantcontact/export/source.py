@@ -5,7 +5,9 @@ The export reads only the columns it needs, batch by batch, so the source is ope
 but compatible schemas (e.g. ``int32`` vs ``int64``, ``string`` vs ``large_string``, a dictionary
 column in one file and plain strings in another): the needed columns are unified with Arrow's
 permissive promotion. Folders written with Hive partitioning (``segment=vip/part-0.parquet``, as
-Spark writes them) expose their partition keys as string columns. Every problem names the file concerned:
+Spark writes them) expose their partition keys as string columns, decoded as the writers encode
+them (:func:`decode_partition_value`); a file holding a column of the same name keeps its own
+values. Every problem names the file concerned:
 an unreadable footer when the source is resolved, a missing column or incompatible types when
 the dataset is made, and a corrupt data page, found only when scanning, through
 :func:`find_unreadable_file` on the scan's error path.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +34,8 @@ LOCAL_PROTOCOLS = frozenset({"", "file", "local"})
 GLOB_CHARS = frozenset("*?[")
 # Like pyarrow.dataset's defaults: "_SUCCESS", "_metadata", ".crc" files are not data.
 IGNORED_PREFIXES = (".", "_")
+#: The folder name Hive, Spark and pyarrow give a partition whose value is null.
+HIVE_NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 
 
 @dataclass(frozen=True)
@@ -61,8 +66,8 @@ class SegmentSource:
     schemas: list[pa.Schema]
     #: (size, modification time) of each file when the source was resolved.
     versions: list[tuple[int | None, Any]]
-    #: Hive partition keys and values of each file (``{"segment": "vip"}``), from its path.
-    partitions: list[dict[str, str]] = field(default_factory=list)
+    #: Hive partition keys and decoded values of each file (``{"segment": "vip"}``; None: null).
+    partitions: list[dict[str, str | None]] = field(default_factory=list)
     entries: list[SourceEntry] = field(default_factory=list)
     protocol: str = ""
 
@@ -114,14 +119,19 @@ class SegmentSource:
         fields = []
         partition_columns = []
         for column in columns:
-            if column not in self.schemas[0].names and column in partitions[0]:
-                partition_columns.append(column)
-                fields.append(pa.field(column, pa.string()))
-                continue
             typed = [
                 (path, _plain(schema.field(column)))
                 for path, schema in zip(self.files, self.schemas, strict=True)
+                if column in schema.names
             ]
+            folder_files = [
+                path
+                for path, schema in zip(self.files, self.schemas, strict=True)
+                if column not in schema.names
+            ]
+            if folder_files:  # read from the folder names (text) where a file lacks the column
+                partition_columns.append(column)
+                typed.append((f"the folder names of {folder_files[0]}", pa.field(column, pa.string())))
             try:
                 unified = pa.unify_schemas(
                     [pa.schema([field]) for _, field in typed], promote_options="permissive"
@@ -132,7 +142,12 @@ class SegmentSource:
                     f"Column {column!r} has incompatible types across files ({kinds})"
                 ) from err
             fields.append(unified.field(column))
-        expressions = [_partition_expression(keys, partition_columns) for keys in partitions]
+        expressions = [
+            _partition_expression(
+                keys, [column for column in partition_columns if column not in schema.names]
+            )
+            for keys, schema in zip(partitions, self.schemas, strict=True)
+        ]
         return ds.FileSystemDataset.from_paths(
             self.files,
             schema=pa.schema(fields),
@@ -157,10 +172,12 @@ def _plain(column: pa.Field) -> pa.Field:
     return column
 
 
-def _partition_expression(keys: dict[str, str], columns: list[str]) -> ds.Expression:
+def _partition_expression(keys: dict[str, str | None], columns: list[str]) -> ds.Expression:
+    """What a file's folder names say of ``columns`` (which the file itself does not hold)."""
     expression = ds.scalar(True)
     for column in columns:
-        expression = expression & (ds.field(column) == keys[column])
+        value = keys[column]
+        expression = expression & (ds.field(column).is_null() if value is None else ds.field(column) == value)
     return expression
 
 
@@ -169,14 +186,33 @@ def _protocol_key(protocol: str | tuple[str, ...]) -> str:
     return "" if protocol in LOCAL_PROTOCOLS else protocol
 
 
-def _partition_keys(relative_path: str) -> dict[str, str]:
+def _partition_keys(relative_path: str) -> dict[str, str | None]:
     """``segment=vip/day=2/part-0.parquet`` -> ``{"segment": "vip", "day": "2"}`` (Hive style)."""
-    keys = {}
+    keys: dict[str, str | None] = {}
     for part in relative_path.split("/")[:-1]:
         key, sep, value = part.partition("=")
         if sep and key:
-            keys[key] = value
+            try:
+                keys[urllib.parse.unquote(key, errors="strict")] = decode_partition_value(value)
+            except UnicodeDecodeError as err:
+                raise SegmentSourceError(
+                    f"The folder name {part!r} of {relative_path} is not a Hive partition key=value "
+                    f"that decodes to text ({err.reason}); rename the folder"
+                ) from err
     return keys
+
+
+def decode_partition_value(text: str) -> str | None:
+    """A Hive folder name's value as its writer meant it; None for the null partition.
+
+    pyarrow percent-encodes a value as a URI component (``Lapsed%2C%20high%20value``); Spark
+    escapes only ``"#%'*/:=?\\{[]^``, control characters and DEL, as ``%XX``
+    (``He said %22hi%22``), leaving spaces, commas and non-ASCII letters as they are. Decoding
+    every ``%XX`` (UTF-8) reads both; a ``%`` not followed by two hex digits stays as written.
+    """
+    if text == HIVE_NULL_PARTITION:
+        return None
+    return urllib.parse.unquote(text, errors="strict")
 
 
 def _as_list(source: str | Sequence[str]) -> list[str]:
@@ -215,7 +251,7 @@ def resolve_segment_source(source: str | Sequence[str], *, conn_id: str | None =
     (``file://``, ``s3://``, ...; ``conn_id`` supplies credentials). A list combines several.
     All entries must be on the same filesystem.
     """
-    found_files: dict[str, dict[str, str]] = {}
+    found_files: dict[str, dict[str, str | None]] = {}
     entries: list[SourceEntry] = []
     fsspec_fs: Any = None
     protocol = ""

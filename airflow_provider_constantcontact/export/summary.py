@@ -57,7 +57,8 @@ class ExportSummary(_Always, total=False):
     lists_to_create: list[str]
     #: Mirror mode: list id -> memberships removed (or that a plan-only run would remove), list id ->
     #: members before the run, the removal activities (also in activity_ids), the contacts
-    #: listing's requests, and with removals_path the file of removed memberships.
+    #: listing's requests, and with removals_path the file of removed memberships; of its rows,
+    #: those journaled by earlier runs that did not finish (not in a dry run).
     removed: dict[str, int]
     members_before: dict[str, int]
     removal_activity_ids: list[str]
@@ -79,3 +80,4 @@ class ExportSummary(_Always, total=False):
     unsubscribed_outside_export: int
     plan: dict[str, dict[str, int]]
     state_committed: bool
+    removals_recovered: int

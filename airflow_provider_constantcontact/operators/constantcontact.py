@@ -24,7 +24,7 @@ from airflow_provider_constantcontact.exceptions import (
 )
 from airflow_provider_constantcontact.export.engine import SegmentExport
 from airflow_provider_constantcontact.export.fields import EMAIL_FIELD, ContactPlan
-from airflow_provider_constantcontact.export.preflight import check_custom_fields, check_lists
+from airflow_provider_constantcontact.export.preflight import check_custom_fields, check_lists, reads_as
 from airflow_provider_constantcontact.export.settings import SYNC_MODES, ExportSettings, ListTargets
 from airflow_provider_constantcontact.export.source import resolve_segment_source
 from airflow_provider_constantcontact.export.state_commit import commit_state
@@ -33,6 +33,7 @@ from airflow_provider_constantcontact.hooks.constantcontact import ConstantConta
 from airflow_provider_constantcontact.triggers.constantcontact import defer_import_wait
 from airflow_provider_constantcontact.utils.activities import wait_for_activities
 from airflow_provider_constantcontact.utils.templated import (
+    ListExpressions,
     is_unset,
     optional_text,
     parse_bool,
@@ -42,7 +43,12 @@ from airflow_provider_constantcontact.utils.templated import (
 )
 
 if TYPE_CHECKING:
+    import jinja2
     from airflow.sdk import Context
+
+#: The list parameters that pick people: a list only when a list was given or rendered, never
+#: because text looks like one (see utils/templated.py).
+LIST_PARAMETERS = ("source", "list_ids", "list_names", "segments")
 
 
 def normalize_list_ids(value: Any, *, names: int = 0) -> list[str]:
@@ -50,7 +56,7 @@ def normalize_list_ids(value: Any, *, names: int = 0) -> list[str]:
 
     With the ``names`` lists named besides, 1 to 50 lists in all.
     """
-    items = parse_list(value, "list_ids", split_commas=True)
+    items = parse_list(value, "list_ids", split_commas=True, literals=False)
     ids = list(dict.fromkeys(str(item).strip() for item in items if str(item).strip()))
     if not 1 <= len(ids) + names <= MAX_LISTS_PER_REQUEST:
         what = "list_ids" if not names else f"list_ids and list_names ({names} names)"
@@ -61,11 +67,17 @@ def normalize_list_ids(value: Any, *, names: int = 0) -> list[str]:
 
 
 def normalize_list_names(value: Any) -> list[str]:
-    """List names as given (one name, a list, or a rendered list), stripped and de-duplicated."""
-    names = [str(item).strip() for item in parse_list(value, "list_names")]
-    if any(not name for name in names):
+    """List names exactly as given (one name, a list), without two that read the same.
+
+    Spaces are kept: a list really named ``"Spaced "`` is found by that name (see ``reads_as``).
+    """
+    names = [str(item) for item in parse_list(value, "list_names", literals=False)]
+    if any(not name.strip() for name in names):
         raise ValueError("list_names holds an empty name")
-    return list(dict.fromkeys(names))
+    first_of_reading: dict[str, str] = {}
+    for name in names:
+        first_of_reading.setdefault(reads_as(name), name)
+    return list(first_of_reading.values())
 
 
 def _plan_only_argument(plan_only: bool | str, dry_run: bool | str | None) -> bool | str:
@@ -215,6 +227,28 @@ class ConstantContactSegmentExportOperator(BaseOperator):
         self.max_poll_interval = max_poll_interval
         self.constantcontact_conn_id = constantcontact_conn_id
 
+    def render_template(
+        self,
+        content: Any,
+        context: Context,
+        jinja_env: jinja2.Environment | None = None,
+        seen_oids: set[int] | None = None,
+    ) -> Any:
+        """Render as Airflow does; a list parameter's template is a list only when it rendered one.
+
+        Airflow calls this for each template field's value (``content`` is then that attribute).
+        """
+        name = next(
+            (name for name in LIST_PARAMETERS if isinstance(content, str) and content is getattr(self, name)),
+            None,
+        )
+        if name is None:
+            return super().render_template(content, context, jinja_env, seen_oids)
+        jinja_env = jinja_env or self.get_template_env()
+        with ListExpressions(jinja_env) as expressions:
+            rendered = super().render_template(content, context, jinja_env, seen_oids)
+        return expressions.list_value(content, rendered, name)
+
     @cached_property
     def hook(self) -> ConstantContactHook:
         """The hook all of this task's requests go through."""
@@ -224,7 +258,7 @@ class ConstantContactSegmentExportOperator(BaseOperator):
     def _settings(self) -> ExportSettings:
         """The rendered parameters, parsed and checked (before any file is read)."""
         segment_column = optional_text(self.segment_column, "segment_column")
-        segments = parse_list(self.segments, "segments")
+        segments = parse_list(self.segments, "segments", literals=False)
         if segment_column is None and segments:
             raise ValueError("segments needs segment_column: the column holding each row's segment")
         if segment_column is not None and not segments:
@@ -279,7 +313,7 @@ class ConstantContactSegmentExportOperator(BaseOperator):
         max_error_ratio = self._max_error_ratio()
         list_names = normalize_list_names(self.list_names)
         list_ids = normalize_list_ids(self.list_ids, names=len(list_names))
-        sources = parse_list(self.source, "source")
+        sources = parse_list(self.source, "source", literals=False)
         source = resolve_segment_source(sources, conn_id=self.source_conn_id)
         export = SegmentExport(source, settings, self.log)
         targets = self._preflight(settings, list_ids, list_names)

@@ -13,6 +13,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from airflow_provider_constantcontact.sandbox.account import LIST_NAME_READINGS
 from airflow_provider_constantcontact.sandbox.constants import (
     DEFAULT_ACCESS_TOKEN_TTL,
     DEFAULT_CLIENT_ID,
@@ -138,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="GET /v3/contacts date filters include their bound (updated_after=T matches a change at T)",
     )
+    add(
+        "--list-name-reading",
+        choices=LIST_NAME_READINGS,
+        default="casefold",
+        help="how list names are compared for the 409 of POST /v3/contact_lists and the name filter",
+    )
     add("--verbose", action="store_true", help="log each request (method, path, status) to stderr")
     return parser
 
@@ -165,6 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         unsubscribe_removes_memberships=args.unsubscribe_removes_memberships,
         unsubscribe_moves_updated_at=args.unsubscribe_moves_updated_at,
         date_filters_inclusive=args.date_filters_inclusive,
+        list_name_reading=args.list_name_reading,
         verbose=args.verbose,
     )
     for name, count in args.fill_lists:

@@ -11,6 +11,7 @@ so the contacts listing pages through a list in index order, O(page) per request
 from __future__ import annotations
 
 import re
+import unicodedata
 import uuid
 from collections.abc import Iterable
 from itertools import filterfalse
@@ -44,10 +45,28 @@ def public_props(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k[0] != "_"}
 
 
+#: How list names might be compared for uniqueness (409) and the ``name`` filter: Constant Contact
+#: does not document it. "exact"; "casefold" (the default: case-insensitive); "normalized"
+#: (Unicode NFKC, white space runs as one, no space at either end, case-insensitive).
+LIST_NAME_READINGS = ("exact", "casefold", "normalized")
+
+
+def list_name_key(name: str, reading: str) -> str:
+    """The key two list names share when ``reading`` holds them to be the same name."""
+    if reading == "exact":
+        return name
+    if reading == "normalized":
+        return " ".join(unicodedata.normalize("NFKC", name).split()).casefold()
+    return name.lower()
+
+
 class Account:
     """Lists, custom fields, contacts, their statuses and list memberships."""
 
-    def __init__(self) -> None:
+    def __init__(self, list_name_reading: str = "casefold") -> None:
+        if list_name_reading not in LIST_NAME_READINGS:
+            raise ValueError(f"list_name_reading must be one of {', '.join(LIST_NAME_READINGS)}")
+        self.list_name_reading = list_name_reading
         self.lists: dict[str, dict[str, Any]] = {}
         self._list_names: dict[str, str] = {}
         self.custom_fields: dict[str, dict[str, Any]] = {}
@@ -106,10 +125,11 @@ class Account:
         self, name: object, description: str | None = None, favorite: bool = False
     ) -> dict[str, Any]:
         """Create a list; 400 unless ``name`` (as the request gave it) is 1 to 255 characters, 409
-        when it exists (case-insensitive), 400 past 1,000 lists."""
+        when it exists (as ``list_name_reading`` compares: case-insensitive by default), 400 past
+        1,000 lists."""
         if not isinstance(name, str) or not 1 <= len(name.strip()) <= 255:
             raise bad_request("name must be 1 to 255 characters.", "contact_lists.name.invalid")
-        if name.lower() in self._list_names:
+        if list_name_key(name, self.list_name_reading) in self._list_names:
             raise error_list(409, "conflict", "A contact list with this name already exists.")
         if len(self.lists) >= MAX_LISTS:
             raise bad_request(f"An account can have at most {MAX_LISTS} lists.", "contact_lists.limit")
@@ -123,7 +143,7 @@ class Account:
             "created_at": now,
             "updated_at": now,
         }
-        self._list_names[name.lower()] = list_id
+        self._list_names[list_name_key(name, self.list_name_reading)] = list_id
         self.memberships[list_id] = set()
         self.member_order[list_id] = IndexOrder()
         return self.lists[list_id]
@@ -144,10 +164,10 @@ class Account:
         return out
 
     def find_list_ids(self, name: str | None) -> list[str]:
-        """Ids of every list, or of the one named ``name`` (case-insensitive)."""
+        """Ids of every list, or of the one named ``name`` (as ``list_name_reading`` compares)."""
         if name is None:
             return list(self.lists)
-        list_id = self._list_names.get(name.lower())
+        list_id = self._list_names.get(list_name_key(name, self.list_name_reading))
         return [list_id] if list_id else []
 
     def check_list_ids(self, list_ids: list[str]) -> None:

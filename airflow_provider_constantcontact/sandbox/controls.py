@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from operator import itemgetter
 from typing import Any
@@ -128,6 +128,23 @@ class SandboxControls:
         (and are not processed), once ``after`` matching requests have gone through."""
         with self.lock:
             self.app.faults.add(count, None, path_prefix, after)
+
+    def before_next(
+        self,
+        action: Callable[[], None],
+        path_prefix: str | None = None,
+        *,
+        method: str | None = None,
+        count: int = 1,
+        after: int = 0,
+    ) -> None:
+        """Call ``action()`` before processing each of the next ``count`` requests under
+        ``path_prefix`` (default ``/v3``) of ``method`` (default any), once ``after`` have gone
+        through; the request is then processed as usual. ``action`` runs in the request's thread,
+        outside the sandbox's lock: it may wait (hold a request in flight) or seed the account
+        (another client's change landing just before this request)."""
+        with self.lock:
+            self.app.faults.add(count, None, path_prefix, after, method=method, action=action)
 
     def exhaust_daily_quota(self) -> None:
         """Further API requests get 429 ``quota_exceeded`` until the next UTC day."""

@@ -37,7 +37,7 @@ class ConstantContactSandbox(SandboxControls):
     ``start()``/``stop()``. ``port=0`` picks a free port. Seeding, inspection and faults are
     the methods of ``SandboxControls`` (controls.py). ``membership_changes_move_updated_at``,
     ``unsubscribe_removes_memberships``, ``unsubscribe_moves_updated_at`` and
-    ``date_filters_inclusive`` choose between the readings of what the API leaves
+    ``date_filters_inclusive`` and ``list_name_reading`` choose between the readings of what the API leaves
     undocumented (docs/sandbox.md, docs/api-semantics.md).
     """
 
@@ -60,6 +60,7 @@ class ConstantContactSandbox(SandboxControls):
         custom_fields: Iterable[str] = (),
         device_code_ttl: float = DEFAULT_DEVICE_CODE_TTL,
         device_poll_interval: int = DEFAULT_DEVICE_POLL_INTERVAL,
+        list_name_reading: str = "casefold",
         membership_changes_move_updated_at: bool = True,
         unsubscribe_removes_memberships: bool = False,
         unsubscribe_moves_updated_at: bool = True,
@@ -69,7 +70,7 @@ class ConstantContactSandbox(SandboxControls):
         self.host = host
         self._requested_port = port
         self.lock = threading.RLock()
-        self.state = SandboxState()
+        self.state = SandboxState(list_name_reading)
         self.state.processing_rate = processing_rate
         # Readings of what V3 leaves undocumented (docs/api-semantics.md): each one modelled.
         self.state.membership_changes_move_updated_at = membership_changes_move_updated_at

@@ -1,10 +1,12 @@
-"""Injected faults: answer the next N matching requests with an error, or drop their connection.
+"""Injected faults: answer the next N matching requests with an error, drop their connection, or
+run an action (wait, change the account) before processing them as usual.
 
 A fault can first let ``after`` matching requests through: ``after=2`` fails the third one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from airflow_provider_constantcontact.sandbox.constants import API_PREFIX
@@ -13,9 +15,12 @@ from airflow_provider_constantcontact.sandbox.constants import API_PREFIX
 @dataclass
 class _Fault:
     remaining: int
-    status: int | None  # None: drop the connection
+    status: int | None  # None: drop the connection (unless ``action`` is set)
     path_prefix: str
     after: int = 0  # matching requests still to let through before this fault applies
+    method: str | None = None  # None: any method
+    #: Run (outside the sandbox's lock) before the request is processed as usual.
+    action: Callable[[], None] | None = None
 
 
 class Faults:
@@ -24,23 +29,35 @@ class Faults:
     def __init__(self) -> None:
         self._pending: list[_Fault] = []
 
-    def add(self, count: int, status: int | None, path_prefix: str | None, after: int = 0) -> None:
-        """Fail (status) or drop (None) ``count`` requests under ``path_prefix`` (default /v3),
-        once ``after`` matching requests have gone through."""
+    def add(
+        self,
+        count: int,
+        status: int | None,
+        path_prefix: str | None,
+        after: int = 0,
+        *,
+        method: str | None = None,
+        action: Callable[[], None] | None = None,
+    ) -> None:
+        """Fail (status), drop (None) or run ``action`` before ``count`` requests under ``path_prefix``
+        (default /v3) and of ``method`` (default any), once ``after`` matching requests have gone through."""
         if count < 1:
             raise ValueError("count must be at least 1")
         if after < 0:
             raise ValueError("after must be 0 or more")
-        self._pending.append(_Fault(count, status, path_prefix or API_PREFIX, after))
+        fault = _Fault(
+            count, status, path_prefix or API_PREFIX, after, method.upper() if method else None, action
+        )
+        self._pending.append(fault)
 
-    def take(self, path: str) -> _Fault | None:
-        """The fault that applies to a request for ``path``, consuming one use of it.
+    def take(self, path: str, method: str = "GET") -> _Fault | None:
+        """The fault that applies to a ``method`` request for ``path``, consuming one use of it.
 
         Every matching fault still letting requests through counts this one; the first
         matching fault that no longer does applies."""
         chosen = None
         for fault in self._pending:
-            if not path.startswith(fault.path_prefix):
+            if not path.startswith(fault.path_prefix) or fault.method not in (None, method):
                 continue
             if fault.after > 0:
                 fault.after -= 1

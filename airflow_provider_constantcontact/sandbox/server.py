@@ -119,8 +119,10 @@ class App:
         request = Request(method, path, query, headers, body)
         try:
             with self.lock:
-                fault = self.faults.take(path)
-            if fault is not None:
+                fault = self.faults.take(path, method)
+            if fault is not None and fault.action is not None:
+                fault.action()  # then the request is processed as usual
+            elif fault is not None:
                 if fault.status is None:
                     self._log(request, 0)
                     return None

@@ -57,8 +57,8 @@ class PendingRemoval:
 class SandboxState(Account):
     """Everything the emulated account holds: its data (``Account``) and its activities."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, list_name_reading: str = "casefold") -> None:
+        super().__init__(list_name_reading)
         self.activities: dict[str, Activity] = {}
         self.pending: deque[PendingImport] = deque()
         #: Removals accepted but not completed yet, oldest first.

@@ -6,6 +6,12 @@ literal, ``5`` as ``"5"`` and ``None`` as ``"None"``. Each function here accepts
 and its rendered text and returns the same result for both; text that cannot be read exactly
 fails with a message naming the parameter, never a guess (a segment named ``"Lapsed, high
 value"`` must stay one segment).
+
+List parameters whose values pick people (the export's ``source``, ``list_ids``, ``list_names``,
+``segments``) are lists only when a list was given: in the DAG, or by a template expression that
+evaluated to one (``{{ params.segments }}`` of an array param). Text that merely looks like a
+list (a run conf's ``"[2024]"``, a DAG's ``"[TEST] Newsletter"``) is one value, in either render
+mode: :class:`ListExpressions` tells the two apart while the template renders.
 """
 
 from __future__ import annotations
@@ -14,7 +20,10 @@ import ast
 import json
 import math
 from collections.abc import Iterable, Mapping
+from types import TracebackType
 from typing import Any
+
+import jinja2
 
 
 def is_unset(value: Any) -> bool:
@@ -46,17 +55,21 @@ def _literal(text: str, name: str, kind: str) -> Any:
         ) from err
 
 
-def parse_list(value: Any, name: str, *, split_commas: bool = False) -> list[Any]:
+def parse_list(value: Any, name: str, *, split_commas: bool = False, literals: bool = True) -> list[Any]:
     """A list parameter: a list, one value, or the text of a rendered list.
 
     A plain string is one value; with ``split_commas`` (for ids, which never hold a comma) a
-    comma-separated string is split too.
+    comma-separated string is split too. ``literals=False``: text is never read as a list, not
+    even when it looks like one; it is one value exactly as given (for parameters rendered
+    through :class:`ListExpressions`, which has already made a rendered list a list).
     """
     if is_unset(value):
         return []
+    if isinstance(value, str) and not literals and not split_commas:
+        return [value]
     if isinstance(value, str):
         text = value.strip()
-        if text.startswith("[") or text.startswith("("):
+        if literals and (text.startswith("[") or text.startswith("(")):
             parsed = _literal(text, name, "list")
             if not isinstance(parsed, (list, tuple)):
                 raise ValueError(f"{name} must be a list, got {type(parsed).__name__}: {text[:200]!r}")
@@ -117,3 +130,71 @@ def parse_bool(value: Any, name: str) -> bool:
     if text in ("false", "0", "no", "", "none"):
         return False
     raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
+class ListExpressions:
+    """While one template renders, whether a ``{{ }}`` expression in it evaluated to a list.
+
+    Jinja's text rendering turns a list into its Python text, and its native rendering turns text
+    that looks like a list into a list: neither result tells a rendered list from a conf string
+    such as ``"[2024]"``. Jinja's ``finalize`` hook sees each expression's value before either
+    happens; installed on the environment for the one render (``with ListExpressions(env):``),
+    it records them. :meth:`list_value` then gives the parameter's value.
+    """
+
+    def __init__(self, env: jinja2.Environment) -> None:
+        self._env = env
+        self._previous = env.finalize
+        self.values: list[Any] = []
+
+    def __enter__(self) -> ListExpressions:
+        self._env.finalize = self._finalize
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self._env.finalize = self._previous
+
+    @jinja2.pass_context
+    def _finalize(self, context: jinja2.runtime.Context, value: Any) -> Any:
+        previous = self._previous
+        if previous is not None:  # a finalize the DAG configured runs first, as it would alone
+            passed = getattr(getattr(previous, "jinja_pass_arg", None), "name", None)
+            first = {"context": context, "eval_context": context.eval_ctx, "environment": context.environment}
+            value = previous(first[passed], value) if passed in first else previous(value)
+        self.values.append(value)
+        return value
+
+    @property
+    def gave_list(self) -> bool:
+        """Whether an expression of the template evaluated to a list (or tuple)."""
+        return any(isinstance(value, (list, tuple)) for value in self.values)
+
+    def list_value(self, template: str, rendered: Any, name: str) -> Any:
+        """The rendered parameter: a real list when an expression gave one, else the text as rendered.
+
+        Native rendering may have read text (an expression's ``"[2024]"``, or the ``template``
+        itself) as a list: that text comes back, one value. The result goes to :func:`parse_list`
+        with ``literals=False``.
+        """
+        if self.gave_list:
+            return parse_list(rendered, name)
+        if isinstance(rendered, (list, tuple, dict, set)):
+            for value in (template, *self.values):
+                if isinstance(value, str) and _native_reading(value) == rendered:
+                    return value
+            raise ValueError(
+                f"{name}: the template's text was read as {type(rendered).__name__} by native rendering, "
+                "but no expression of it gave a list. Render a list (e.g. {{ params.segments }} of an "
+                "array param) for several values, or plain text for one value."
+            )
+        return rendered
+
+
+def _native_reading(text: str) -> Any:
+    """What native rendering makes of ``text`` alone (a Python literal), or ``text`` itself."""
+    try:
+        return ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return text

@@ -6,7 +6,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO_ROOT, airflow_env
+
+# A Python process that loads Airflow and runs the export, and the sandbox in another: slow.
+pytestmark = pytest.mark.system
 
 
 def test_benchmark_script_runs_with_a_tiny_segment(tmp_path) -> None:

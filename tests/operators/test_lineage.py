@@ -274,6 +274,7 @@ BLOCKED_RUN = textwrap.dedent(
 )
 
 
+@pytest.mark.system  # a Python process that loads Airflow and runs the export: about 20 s
 def test_without_openlineage_the_export_works_and_imports_nothing_of_it():
     """OpenLineage blocked: export, inlet and events as usual; only the OpenLineage method tries it."""
     result = subprocess.run(

@@ -589,9 +589,9 @@ def test_segment_filter_matching_nothing_warns_with_the_values_and_counts(
     assert summary["contacts_submitted"] == 0
     assert imports_in_log(constantcontact_sandbox) == []
     assert "No row of 'Seg' matches segments=['VIP']" in text
-    assert "'vip': 3" in text
-    assert "'lapsed': 2" in text
-    assert "'new': 1" in text
+    assert "3 distinct values over 6 rows" in text
+    assert "'v**': 3, 'l*****': 2, 'n**': 1" in text  # masked: first character and length
+    assert "'VIP' would match 3 rows" in text
     assert "person" not in text  # no email, nor any part of one
     assert "example.com" not in text
 
@@ -626,12 +626,20 @@ def test_dedup_follows_path_order_whatever_the_order_of_the_sources(
     }
 
 
-def test_segment_values_in_the_warning_never_show_an_email(
-    make_export, tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["first.person@example.com", "second.person@example.org"],
+        ["jane.doe@gmail,com", "john.smith at example.org"],  # mistyped: no redaction knows them
+        ["Jane", "Jonathan"],  # a first-name column chosen by mistake
+    ],
+)
+def test_segment_values_in_the_warning_are_counts_and_masked_values_only(
+    make_export, tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture, values
 ) -> None:
-    # A segment column that holds emails (a wrong column chosen): the warning shows no address.
+    # A segment column that holds personal data (a wrong column chosen): the warning shows none.
     emails = ["first.person@example.com", "second.person@example.org"]
-    source = write_parquet(tmp_path / "segment.parquet", {"Email": emails, "Seg": emails})
+    source = write_parquet(tmp_path / "segment.parquet", {"Email": emails, "Seg": values})
     with caplog.at_level("INFO"):
         summary, _ = run(
             make_export(
@@ -641,6 +649,8 @@ def test_segment_values_in_the_warning_never_show_an_email(
     text = caplog.text + "".join(capsys.readouterr())
     assert summary["rows_read"] == 0
     assert "No row of 'Seg' matches" in text
-    assert "<email>" in text
-    for email in emails:
-        assert email not in text
+    assert "2 distinct values over 2 rows" in text
+    for value in [*emails, *values]:
+        assert value not in text
+    for value in values:
+        assert f"{value[0]}{'*' * (len(value) - 1)}" in text

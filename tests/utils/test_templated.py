@@ -13,10 +13,12 @@ from typing import Any
 import jinja2
 import jinja2.nativetypes
 import pytest
+from airflow.sdk import DAG
 
 from airflow_provider_constantcontact.operators.constantcontact import (
     ConstantContactSegmentExportOperator,
     normalize_list_ids,
+    normalize_list_names,
 )
 from airflow_provider_constantcontact.sensors.constantcontact import ConstantContactImportSensor
 from airflow_provider_constantcontact.utils.activities import normalize_activity_ids
@@ -88,6 +90,22 @@ def test_text_that_cannot_be_read_exactly_fails_naming_the_parameter(call, messa
         call()
 
 
+def rendered_export(
+    native: bool, params: dict[str, Any], **templates: Any
+) -> ConstantContactSegmentExportOperator:
+    """An export operator in a DAG of that render mode, its fields rendered the way Airflow does."""
+    options: dict[str, Any] = {
+        "source": "/data/a.parquet",
+        "list_ids": "id-1",
+        "field_mapping": {"email": "Email"},
+    }
+    options.update(templates)
+    with DAG("probe", schedule=None, render_template_as_native_obj=native):
+        operator = ConstantContactSegmentExportOperator(task_id="export", **options)
+    operator.render_template_fields({"params": params})  # type: ignore[arg-type]
+    return operator
+
+
 @pytest.mark.parametrize("native", [True, False])
 def test_export_operator_parameters_rendered_either_way(native: bool) -> None:
     params = {
@@ -97,16 +115,17 @@ def test_export_operator_parameters_rendered_either_way(native: bool) -> None:
         "mapping": {"email": "Email", "first_name": "First, name"},
         "max_contacts": 5,
     }
-    operator = ConstantContactSegmentExportOperator(
-        task_id="export",
-        source=render("{{ params.sources }}", native, params=params),
-        list_ids=render("{{ params.list_ids }}", native, params=params),
-        field_mapping=render("{{ params.mapping | tojson }}", native, params=params),
+    operator = rendered_export(
+        native,
+        params,
+        source="{{ params.sources }}",
+        list_ids="{{ params.list_ids }}",
+        field_mapping="{{ params.mapping | tojson }}",
         segment_column="Segment",
-        segments=render("{{ params.segments }}", native, params=params),
-        max_contacts=render("{{ params.max_contacts }}", native, params=params),
-        max_error_ratio=render("{{ 0.1 }}", native),
-        plan_only=render("{{ False }}", native),
+        segments="{{ params.segments }}",
+        max_contacts="{{ params.max_contacts }}",
+        max_error_ratio="{{ 0.1 }}",
+        plan_only="{{ False }}",
     )
     settings = operator._settings()
     assert settings.segments == NASTY
@@ -115,7 +134,45 @@ def test_export_operator_parameters_rendered_either_way(native: bool) -> None:
     assert settings.max_contacts == 5
     assert settings.plan_only is False
     assert operator._max_error_ratio() == 0.1
-    assert parse_list(operator.source, "source") == ["/data/a, b.parquet", "/data/c.parquet"]
+    assert parse_list(operator.source, "source", literals=False) == ["/data/a, b.parquet", "/data/c.parquet"]
+
+
+LIST_LOOKING_TEXT = ["[2024]", "[TEST] Newsletter", "['vip', 'gold']", '["vip"]', "(a, b)"]
+
+
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize("text", LIST_LOOKING_TEXT)
+def test_text_that_looks_like_a_list_is_one_value_either_way(native: bool, text: str) -> None:
+    """A conf string, a plain DAG string and a list holding it: one value, never read as a list."""
+    from_conf = rendered_export(
+        native,
+        {"text": text},
+        segment_column="S",
+        segments="{{ params.text }}",
+        list_names="{{ params.text }}",
+    )
+    assert from_conf._settings().segments == [text]
+    assert normalize_list_names(from_conf.list_names) == [text]
+    plain = rendered_export(native, {}, segment_column="S", segments=text, source=text)
+    assert plain._settings().segments == [text]
+    assert parse_list(plain.source, "source", literals=False) == [text]
+    in_a_list = rendered_export(
+        native, {"segs": [text, "b"]}, segment_column="S", segments="{{ params.segs }}"
+    )
+    assert in_a_list._settings().segments == [text, "b"]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_an_expression_that_gives_a_list_is_a_list_either_way(native: bool) -> None:
+    operator = rendered_export(
+        native,
+        {"a": "Lapsed, high value", "b": "[2024]"},
+        segment_column="S",
+        segments="{{ [params.a, params.b] }}",
+        list_names="{{ (params.a,) }}",
+    )
+    assert operator._settings().segments == ["Lapsed, high value", "[2024]"]
+    assert normalize_list_names(operator.list_names) == ["Lapsed, high value"]
 
 
 @pytest.mark.parametrize("native", [True, False])
