@@ -99,6 +99,9 @@ def stage_journal(sync: SyncPlan, check: ChangeCheck, identity: StateIdentity) -
         watermark=check.watermark,
         members_expected=expected,
         full_listing_at=full_at,
+        # Kept until a confirmed run with activities replaces it: a quiet day must not make the
+        # next check read the last big import back.
+        own_changes=check.state.meta.own_changes,
     )
     return ExportState(table, meta)
 
@@ -140,14 +143,14 @@ def commit_state(
         for item in hook.iter_contact_lists(include_membership_count=True):
             if item.get("list_id") in wanted and item.get("membership_count") is not None:
                 members[item["list_id"]] = [int(item["membership_count"])] * 2
-    watermark, own_changes = meta.watermark, None
+    watermark, own_changes = meta.watermark, meta.own_changes
     if activity_ids and len(activity_ids) <= MAX_WINDOW_ACTIVITIES:
         # Server times of the run's own changes: the next change query leaves them out.
         activities = [hook.get_activity(activity_id) for activity_id in activity_ids]
         begin = min((a["created_at"] for a in activities if a.get("created_at")), default=None)
         end = max((a.get("updated_at") or a.get("created_at") or "" for a in activities), default="")
-        if confirmed and begin and end:
-            own_changes = [begin, end]
+        # Unconfirmed, the window's end is unknown: the next run reads its own changes back.
+        own_changes = [begin, end] if confirmed and begin and end else None
         # The first activity's creation is the server's clock just after the lists and changes
         # were read: the watermark moves up to it (changes are re-read an hour back, and the
         # count check covers the rest), so a full listing of old contacts is not read again.
