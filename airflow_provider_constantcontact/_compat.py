@@ -1,12 +1,34 @@
 """The provider's only uses of Airflow internals, each with the reason it exists.
 
 Like the official providers' ``version_compat.py``: everything here reaches past the public Task
-SDK (``airflow.sdk``), so an Airflow upgrade has one module to re-check. Checked on Airflow 3.2.2
-and 3.3.2 (task SDK 1.2.2 / 1.3.2). Airflow is imported inside the functions: the CLI imports
-this module where Airflow may not even be configured, and a task must not load the ORM for
-nothing.
+SDK (``airflow.sdk``) or differs between Airflow lines, so an Airflow upgrade has one module to
+re-check. Checked on Airflow 3.0.6, 3.1.8, 3.2.2 and 3.3.2 (task SDK 1.0.6 / 1.1.8 / 1.2.2 /
+1.3.2). Airflow is imported inside the functions (and the version-dependent names on first use,
+through the module's ``__getattr__``): the CLI imports this module where Airflow may not even be
+configured, and a task must not load the ORM for nothing. Nothing here fails at import time; a
+feature an Airflow line lacks degrades with one log line (:func:`_log_degraded_once`).
+
+Names that moved between lines (``from airflow_provider_constantcontact._compat import ...``):
+
+- ``BaseHook``: ``airflow.sdk`` from 3.1; ``airflow.hooks.base`` on 3.0.
+- ``conf``: ``airflow.sdk`` from 3.2; ``airflow.configuration`` on 3.0 and 3.1.
+- ``AirflowSensorTimeout``: ``airflow.sdk.exceptions`` from 3.2; ``airflow.exceptions`` before.
+- ``AirflowException``: ``airflow.sdk.exceptions`` from 3.1; ``airflow.exceptions`` on 3.0.
 
 Shims:
+
+- :func:`aget_connection`: ``BaseHook.aget_connection`` from 3.1; on 3.0 the blocking lookup
+  through asgiref's ``sync_to_async``, which keeps the triggerer's supervisor channel on its loop.
+- :func:`run_blocking`: blocking work of a trigger (HTTP, Variables) off the event loop. The
+  triggerer's supervisor channel accepts calls from other threads from 3.2; on 3.0 and 3.1 it
+  must be reached through asgiref's ``sync_to_async``, or a Variable read in the thread fails
+  with "attached to a different loop".
+- :func:`legacy_connection_form_widgets`: the connection form's extra fields as Airflow 3.0 and
+  3.1 read them from the hook (WTForms fields, which their API server swaps for
+  its own stand-ins; 3.2+ reads ``conn-fields`` from provider info and never calls them). On 3.0
+  the API server needs ``wtforms`` installed to call them at all (it comes with the FAB provider):
+  without it, Airflow logs that the UI widgets are missing and the form has only the standard
+  fields and the Extra JSON.
 
 - :func:`in_task_sdk_context` reads the Task SDK's private ``SUPERVISOR_COMMS``. Outside a task
   (API server's Test button, CLI, scripts) ``airflow.sdk.Variable.get(key, default=None)``
@@ -24,19 +46,75 @@ Shims:
 
 from __future__ import annotations
 
+import asyncio
+import importlib
+import logging
 import sys
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from airflow.sdk import BaseHook as BaseHook
+    from airflow.sdk import Connection
+    from airflow.sdk import conf as conf
+    from airflow.sdk.exceptions import AirflowException as AirflowException
+    from airflow.sdk.exceptions import AirflowSensorTimeout as AirflowSensorTimeout
+
+    from airflow_provider_constantcontact.connection_form import ExtraField
 
 __all__ = [
+    "AirflowException",
+    "AirflowSensorTimeout",
+    "BaseHook",
+    "aget_connection",
     "check_connections_readable",
+    "conf",
     "get_variable",
     "in_task_sdk_context",
+    "legacy_connection_form_widgets",
     "save_connection",
     "set_variable",
     "variable_keys",
 ]
 
+log = logging.getLogger(__name__)
+
 _TASK_RUNNER_MODULE = "airflow.sdk.execution_time.task_runner"
+
+#: name -> where it lives, newest location first.
+_MOVED_NAMES: dict[str, tuple[str, ...]] = {
+    "BaseHook": ("airflow.sdk", "airflow.hooks.base"),
+    "conf": ("airflow.sdk", "airflow.configuration"),
+    "AirflowSensorTimeout": ("airflow.sdk.exceptions", "airflow.exceptions"),
+    "AirflowException": ("airflow.sdk.exceptions", "airflow.exceptions"),
+}
+_degraded: set[str] = set()
+_T = TypeVar("_T")
+
+
+def __getattr__(name: str) -> Any:
+    """Resolve a name that moved between Airflow lines from wherever this Airflow keeps it."""
+    if name not in _MOVED_NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    for module_name in _MOVED_NAMES[name]:
+        value = getattr(importlib.import_module(module_name), name, None)
+        if value is not None:
+            globals()[name] = value
+            return value
+    raise ImportError(f"No module of this Airflow has {name} (looked in {', '.join(_MOVED_NAMES[name])})")
+
+
+def _log_degraded_once(feature: str, message: str) -> None:
+    """Say once per process that ``feature`` is reduced on this Airflow, and how."""
+    if feature not in _degraded:
+        _degraded.add(feature)
+        log.warning("Constant Contact provider on Airflow %s: %s", _airflow_version(), message)
+
+
+def _airflow_version() -> str:
+    from airflow import __version__
+
+    return str(__version__)
 
 
 # ------------------------------------------------------------------------------------- context
@@ -81,6 +159,11 @@ def variable_keys(prefix: str) -> list[str]:
         from airflow.sdk import Variable
 
         if not hasattr(Variable, "keys"):  # Airflow < 3.3 cannot list keys from a task
+            _log_degraded_once(
+                "variable_keys",
+                "a task cannot list Variables before Airflow 3.3, so it finds rotated tokens only "
+                "under its own connection id (not those saved by the Test button or a copy)",
+            )
             return []
         return list(Variable.keys(prefix=prefix))
     from airflow.models import Variable as ORMVariable
@@ -126,3 +209,42 @@ def save_connection(
         existing.extra = extra
         existing.host = existing.schema = existing.port = None
         return False
+
+
+async def aget_connection(conn_id: str) -> Connection:
+    """Fetch connection ``conn_id`` from async code (a trigger) without blocking the event loop."""
+    hook_class: type[BaseHook] = __getattr__("BaseHook")
+    if hasattr(hook_class, "aget_connection"):
+        return await hook_class.aget_connection(conn_id)
+    from asgiref.sync import sync_to_async  # Airflow 3.0: its triggerer's own way
+
+    return await sync_to_async(hook_class.get_connection)(conn_id)
+
+
+async def run_blocking(func: Callable[..., _T], *args: Any) -> _T:
+    """Run blocking ``func(*args)`` in a worker thread from a trigger, supervisor channel usable."""
+    from airflow import __version__
+
+    if tuple(int(part) for part in __version__.split(".")[:2]) >= (3, 2):
+        return await asyncio.to_thread(func, *args)
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(func, thread_sensitive=False)(*args)
+
+
+# --------------------------------------------------------------------- connection form (3.0, 3.1)
+def legacy_connection_form_widgets(fields: Iterable[ExtraField]) -> dict[str, Any]:
+    """The extra fields as the WTForms fields Airflow 3.0/3.1 turn into the UI's form.
+
+    Their API server replaces ``wtforms.StringField``/``IntegerField``/``PasswordField`` with
+    stand-ins that turn label, description and default into the same JSON Schema that 3.2+ builds
+    from ``conn-fields``. They have no float field: a number is an integer field there (a
+    fractional rate goes into the Extra JSON).
+    """
+    from wtforms import IntegerField, PasswordField, StringField
+
+    kinds = {"text": StringField, "password": PasswordField, "number": IntegerField}
+    return {
+        field.name: kinds[field.kind](field.label, description=field.description, default=field.default)
+        for field in fields
+    }

@@ -7,7 +7,7 @@ wrong without anyone re-running the request. Messages never contain tokens or pe
 
 from __future__ import annotations
 
-from airflow.sdk.exceptions import AirflowException
+from airflow_provider_constantcontact._compat import AirflowException
 
 
 class ConstantContactError(AirflowException):

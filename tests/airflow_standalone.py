@@ -105,6 +105,9 @@ class AirflowStandalone:
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.password_file),
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(self.port),
+            # One API server worker: Airflow 3.0 starts four, which on 2 busy cores keep dying at
+            # start-up; one serves a test's few requests.
+            "AIRFLOW__API__WORKERS": "1",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
             # The log servers default to fixed ports (8793/8794): two instances would collide.
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),

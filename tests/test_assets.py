@@ -16,6 +16,7 @@ from airflow_provider_constantcontact.assets import (
     sanitize_uri,
 )
 from airflow_provider_constantcontact.get_provider_info import get_provider_info
+from tests.airflow_compat import AIRFLOW
 
 LIST_ID = "50acf410-0724-41af-b354-3c170e68ca6f"
 URI = f"constantcontact://lists/{LIST_ID}"
@@ -80,6 +81,11 @@ def test_handler_rejects_bad_uris_with_the_expected_form(uri, message):
     with pytest.raises(ValueError, match=message) as raised:
         handled(uri)
     assert "constantcontact://lists/<list id>" in str(raised.value) or "UUID" in str(raised.value)
+    if AIRFLOW < (3, 1) and "@" in uri:
+        # Airflow 3.0 drops user info itself (with a warning) before it calls the handler.
+        with pytest.warns(UserWarning, match="should not contain auth info"):
+            assert Asset(uri=uri).uri == URI
+        return
     with pytest.raises(ValueError, match=message):
         Asset(uri=uri)
 

@@ -15,8 +15,13 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlsplit
 
-from airflow.sdk import BaseHook
-
+from airflow_provider_constantcontact._compat import BaseHook, legacy_connection_form_widgets
+from airflow_provider_constantcontact.connection_form import (
+    EXTRA_FIELDS,
+    HIDDEN_FIELDS,
+    PLACEHOLDERS,
+    RELABELING,
+)
 from airflow_provider_constantcontact.constants import (
     ACTIVITY_RECORD_DAYS,
     DEFAULT_API_BASE_URL,
@@ -134,6 +139,21 @@ class ConstantContactHook(BaseHook):
             jitter=backoff_jitter,
         )
         self.refresh_margin = refresh_margin
+
+    # ------------------------------------------------------------ connection form (Airflow < 3.2)
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The form's extra fields for Airflow 3.0 and 3.1 (3.2+ reads ``conn-fields`` instead)."""
+        return legacy_connection_form_widgets(EXTRA_FIELDS)
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Hidden and relabelled standard fields for Airflow 3.0 and 3.1 (3.2+: provider info)."""
+        return {
+            "hidden_fields": list(HIDDEN_FIELDS),
+            "relabeling": dict(RELABELING),
+            "placeholders": dict(PLACEHOLDERS),
+        }
 
     # ------------------------------------------------------------------ connection and settings
     @cached_property

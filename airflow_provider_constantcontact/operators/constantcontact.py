@@ -13,11 +13,11 @@ from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.configuration import conf
 from airflow.exceptions import AirflowProviderDeprecationWarning
 from airflow.sdk import BaseOperator
 
 from airflow_provider_constantcontact import lineage
+from airflow_provider_constantcontact._compat import conf
 from airflow_provider_constantcontact.constants import MAX_LISTS_PER_REQUEST
 from airflow_provider_constantcontact.exceptions import (
     ConstantContactImportError,

@@ -7,9 +7,9 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
-from airflow.sdk.exceptions import AirflowSensorTimeout
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
+from airflow_provider_constantcontact._compat import AirflowSensorTimeout, conf
 from airflow_provider_constantcontact.exceptions import ConstantContactImportError
 from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
 from airflow_provider_constantcontact.triggers.constantcontact import ImportWaitEvent, defer_import_wait

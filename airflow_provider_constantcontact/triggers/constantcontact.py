@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
-from airflow.sdk import BaseHook
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider_constantcontact._compat import aget_connection, run_blocking
 from airflow_provider_constantcontact.utils.activities import (
     ActivitiesSummary,
     ActivityPoller,
@@ -107,10 +107,10 @@ class ConstantContactImportTrigger(BaseTrigger):
         )
 
     async def _make_hook(self) -> ConstantContactHook:
-        connection = await BaseHook.aget_connection(self.constantcontact_conn_id)
+        connection = await aget_connection(self.constantcontact_conn_id)
         # Imported and built off the loop: the hook's import (requests, ...) would otherwise be
         # the triggerer's first blocking moment; the triggerer imports this module on its loop.
-        return await asyncio.to_thread(_build_hook, self.constantcontact_conn_id, connection)
+        return await run_blocking(_build_hook, self.constantcontact_conn_id, connection)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         poller = ActivityPoller(self.activity_ids, max_error_ratio=self.max_error_ratio)
@@ -122,7 +122,7 @@ class ConstantContactImportTrigger(BaseTrigger):
         interval = self.poll_interval
         while True:
             try:
-                summary = await asyncio.to_thread(poller.step, hook, self.log)
+                summary = await run_blocking(poller.step, hook, self.log)
             except Exception as error:  # a failed activity, or auth, quota, not found
                 yield TriggerEvent(self._event("error", str(error), poller.summary))
                 return

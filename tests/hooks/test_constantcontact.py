@@ -802,7 +802,7 @@ def test_no_secret_or_email_in_logs_or_output(mocked, caplog, capsys):
 
 
 def test_tokens_are_registered_with_the_secrets_masker(mocked):
-    from airflow.sdk._shared.secrets_masker import redact
+    from tests.airflow_compat import redact
 
     client_secret, refresh_token = unique_secret(), unique_secret()
     rotated = unique_secret()

@@ -13,7 +13,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from airflow.sdk.exceptions import TaskDeferred
 
 from airflow_provider_constantcontact.exceptions import (
     ConstantContactImportError,
@@ -30,6 +29,7 @@ from airflow_provider_constantcontact.operators.constantcontact import (
     normalize_list_ids,
 )
 from airflow_provider_constantcontact.utils.templated import parse_list
+from tests.airflow_compat import TaskDeferred, object_storage_registry
 from tests.export.test_source import write_corrupt_data_page
 from tests.operators.conftest import IMPORT_PATH, FakeTI, imports_in_log, run, write_parquet
 
@@ -699,7 +699,6 @@ def memory_storage(monkeypatch) -> Iterator[list[str | None]]:
 
     Yields the connection ids Airflow asked the filesystem for; empties the store afterwards.
     """
-    from airflow.sdk.io import fs as airflow_fs
     from fsspec.implementations.memory import MemoryFileSystem
 
     conn_ids: list[str | None] = []
@@ -708,7 +707,7 @@ def memory_storage(monkeypatch) -> Iterator[list[str | None]]:
         conn_ids.append(conn_id)
         return MemoryFileSystem()
 
-    monkeypatch.setitem(airflow_fs._register_filesystems(), "memory", get_fs)
+    monkeypatch.setitem(object_storage_registry(), "memory", get_fs)
     MemoryFileSystem.store.clear()
     yield conn_ids
     MemoryFileSystem.store.clear()

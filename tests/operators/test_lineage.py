@@ -10,12 +10,12 @@ import textwrap
 
 import pytest
 from airflow.sdk import Asset, ObjectStoragePath
-from airflow.sdk.exceptions import TaskDeferred
 from airflow.sdk.execution_time.context import OutletEventAccessors
 
 from airflow_provider_constantcontact import lineage
 from airflow_provider_constantcontact.assets import contact_list_asset
 from airflow_provider_constantcontact.operators.constantcontact import ConstantContactSegmentExportOperator
+from tests.airflow_compat import TaskDeferred
 from tests.conftest import REPO_ROOT
 from tests.operators.conftest import FakeTI, write_parquet
 

@@ -9,7 +9,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import AirflowRescheduleException, AirflowSensorTimeout, TaskDeferred
 
 from airflow_provider_constantcontact.exceptions import (
     ConstantContactAuthError,
@@ -21,6 +20,7 @@ from airflow_provider_constantcontact.hooks.constantcontact import ConstantConta
 from airflow_provider_constantcontact.sensors.constantcontact import ConstantContactImportSensor
 from airflow_provider_constantcontact.triggers.constantcontact import ConstantContactImportTrigger
 from airflow_provider_constantcontact.utils.activities import TERMINAL_STATES
+from tests.airflow_compat import AirflowRescheduleException, AirflowSensorTimeout, TaskDeferred
 from tests.conftest import start_imports
 
 CONN_ID = "constantcontact_default"

@@ -31,7 +31,7 @@ SEGMENTS = ("gold", "silver", "bronze")
 
 @pytest.fixture(scope="module")
 def bag():
-    from airflow.dag_processing.dagbag import DagBag
+    from tests.airflow_compat import DagBag
 
     bag = DagBag(dag_folder=str(EXAMPLE_DAGS))
     assert bag.import_errors == {}

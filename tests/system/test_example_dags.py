@@ -44,7 +44,7 @@ def slow_processing_sandbox(constantcontact_sandbox):
 
 
 def test_example_dags_parse_without_errors():
-    from airflow.dag_processing.dagbag import DagBag
+    from tests.airflow_compat import DagBag
 
     bag = DagBag(dag_folder=str(EXAMPLE_DAGS))
 

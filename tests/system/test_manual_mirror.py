@@ -12,8 +12,7 @@ demo = load_demo()
 
 
 def test_form_offers_lists_by_name_sync_mode_and_data_matching() -> None:
-    from airflow.dag_processing.dagbag import DagBag
-
+    from tests.airflow_compat import DagBag
     from tests.system.dag_runs import EXAMPLE_DAGS
 
     params = DagBag(dag_folder=str(EXAMPLE_DAGS)).dags[MANUAL].params

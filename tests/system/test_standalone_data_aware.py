@@ -15,6 +15,7 @@ import time
 import pytest
 
 from airflow_provider_constantcontact.assets import contact_list_asset
+from tests.airflow_compat import XCOM_VALUE_PARAMS
 from tests.airflow_standalone import AirflowStandalone, AirflowStandaloneError
 from tests.system.dag_runs import EXAMPLE_DAGS, load_demo
 
@@ -97,7 +98,7 @@ def test_a_segment_refresh_runs_the_export_whose_list_update_runs_the_consumer(
         updates = api.get(
             f"/api/v2/dags/{CONSUMER}/dagRuns/{consumer_run['dag_run_id']}/taskInstances/"
             "report_list_update/xcomEntries/return_value",
-            params={"deserialize": True},
+            params=XCOM_VALUE_PARAMS,
         ).json()["value"]
         if isinstance(updates, str):
             updates = json.loads(updates)

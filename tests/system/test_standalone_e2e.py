@@ -19,6 +19,7 @@ import time
 
 import pytest
 
+from tests.airflow_compat import XCOM_VALUE_PARAMS
 from tests.airflow_standalone import AirflowStandalone
 from tests.system.dag_runs import EXAMPLE_DAGS, load_demo
 
@@ -161,7 +162,7 @@ def test_manual_dag_through_the_rest_api_defers_to_the_triggerer(constantcontact
 
         summary = api.get(
             f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{SENSOR}/xcomEntries/return_value",
-            params={"deserialize": True},
+            params=XCOM_VALUE_PARAMS,
         ).json()["value"]
         if isinstance(summary, str):
             summary = json.loads(summary)
@@ -202,7 +203,7 @@ def test_manual_dag_through_the_rest_api_defers_to_the_triggerer(constantcontact
         def xcom(key: str):
             value = api.get(
                 f"/api/v2/dags/{DEFERRABLE_DAG_ID}/dagRuns/{run_id}/taskInstances/export/xcomEntries/{key}",
-                params={"deserialize": True},
+                params=XCOM_VALUE_PARAMS,
             ).json()["value"]
             return json.loads(value) if isinstance(value, str) else value
 

@@ -29,7 +29,13 @@ from airflow_provider_constantcontact.sandbox import ConstantContactSandbox
 from tests.airflow_standalone import AirflowStandalone
 from tests.conftest import REPO_ROOT
 
-pytestmark = [pytest.mark.standalone, pytest.mark.browser, pytest.mark.timeout(900)]
+# One worker runs the whole module under pytest-xdist (--dist loadgroup): one Airflow, one browser.
+pytestmark = [
+    pytest.mark.standalone,
+    pytest.mark.browser,
+    pytest.mark.timeout(900),
+    pytest.mark.xdist_group("connection_form_browser"),
+]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
