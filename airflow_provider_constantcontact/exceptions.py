@@ -84,3 +84,7 @@ class ConstantContactExportError(ConstantContactError):
 
 class ExportOutputError(ConstantContactError):
     """An output file (rejects, removals, ...) would damage the source or another output, or is unwritable."""
+
+
+class ExportStateError(ConstantContactError):
+    """The export state file cannot be used: another task's (lists, mapping, account), unreadable, newer."""

@@ -16,6 +16,8 @@ Trigger this DAG from the UI ("Trigger DAG" opens a form), the REST API or
 | `segments` | Segments to export (empty: every row) |
 | `sync_mode` | `upsert` adds and updates; `mirror` also removes members who are not in the segment |
 | `max_removal_ratio` | Mirror: refuse, changing nothing, when a list would lose more than this share |
+| `state_path` | Export state: where this export remembers what it sent (empty: none, see the README) |
+| `full_refresh` | With state: re-read the lists and re-send everyone (still never those who left a list) |
 | `plan_only` | Read, validate and count everything, but change nothing in Constant Contact |
 | `max_error_ratio` | Fail when Constant Contact rejected more than this fraction of the contacts |
 
@@ -147,6 +149,25 @@ with DAG(
                 "change nothing (1 turns the guard off)."
             ),
         ),
+        "state_path": Param(
+            None,
+            type=["null", "string"],
+            title="State file",
+            description=(
+                "Where this export remembers what it put into its lists (a Parquet file, local or object "
+                "storage; one per set of lists). With it, only changes are sent and a contact who left a "
+                "list is never put back. Empty: everything is sent and leavers are re-added."
+            ),
+        ),
+        "full_refresh": Param(
+            False,
+            type="boolean",
+            title="Full refresh",
+            description=(
+                "With a state file: read the lists in full and send every contact again (never those "
+                "who left a list). For a periodic reconciliation."
+            ),
+        ),
         "plan_only": Param(
             False,
             type="boolean",
@@ -192,6 +213,8 @@ with DAG(
         ),
         "sync_mode": "{{ params.sync_mode }}",
         "max_removal_ratio": "{{ params.max_removal_ratio }}",
+        "state_path": "{{ params.state_path }}",
+        "full_refresh": "{{ params.full_refresh }}",
         # No segments chosen: no filter, every row is exported.
         "segment_column": "{{ (params.segment_column or None) if params.segments else None }}",
         "segments": "{{ params.segments or None }}",

@@ -8,13 +8,16 @@ all of them (`all_activity_ids` flattens the mapped exports' `activity_ids`).
 
 ```json
 {"source": "s3://aws_default@crm/customers/", "segment_column": "segment",
- "exports": [{"segments": ["gold"], "list_ids": ["<list id>"]},
+ "exports": [{"segments": ["gold"], "list_ids": ["<list id>"],
+              "state_path": "s3://aws_default@crm/constantcontact-state/gold.parquet"},
              {"segments": ["silver"], "list_ids": ["<list id>", "<another list id>"]},
              {"segments": ["bronze"], "list_ids": ["<list id>"], "source": "/data/other.parquet"}]}
 ```
 
 Each entry of `exports` may override `source` and `segment_column`; `segments` and `list_ids`
-are required. Every export emits Asset events for the lists it changed, as any export does.
+are required; `state_path` (one file per export) makes it send only what changed and never
+re-add a contact who left a list (docs/export-state.md). Every export emits Asset events for
+the lists it changed, as any export does.
 
 **Rate limit.** Constant Contact allows 4 requests a second (and 10,000 a day) per application,
 whatever the number of workers. The hook paces each process at the connection's "Requests per
@@ -76,6 +79,8 @@ with DAG(
                     "segment_column": entry.get("segment_column", config.get("segment_column", "segment")),
                     "segments": list(entry["segments"]),
                     "list_ids": list(entry["list_ids"]),
+                    # One export state per export (its own lists): only changes are sent, leavers stay out.
+                    "state_path": entry.get("state_path"),
                 }
             )
         return exports
@@ -84,6 +89,8 @@ with DAG(
         task_id="export_segment",
         field_mapping=FIELD_MAPPING,
         wait_for_completion=False,  # the one sensor below waits for every export's imports
+        # With a state_path: a weekly reconciliation re-reads each list and re-sends everyone.
+        full_refresh="{{ logical_date.weekday() == 6 }}",
         pool=POOL,  # one slot: one export at a time, the application within 4 requests/s
         map_index_template="{{ task.segments | join(', ') }}",
         retries=2,  # imports are upserts by email: a retry is safe

@@ -12,8 +12,15 @@ that one deployment can point the same DAG at its own data without editing code:
 
 ```json
 {"source": "s3://aws_default@my-bucket/segments/customers/",
- "list_ids": ["<contact list id>"], "segment_column": "segment", "segments": ["vip"]}
+ "list_ids": ["<contact list id>"], "segment_column": "segment", "segments": ["vip"],
+ "state_path": "s3://aws_default@my-bucket/constantcontact-state/vip.parquet"}
 ```
+
+`state_path` is where the export remembers what it put into the list: each day only the
+contacts that changed are sent, and a contact who left the list (an unsubscribe link, or
+removed in Constant Contact) is never put back. On Sundays `full_refresh` re-reads the list and
+re-sends everyone (still never those who left). Without `state_path` the whole segment is
+sent every day and leavers are re-added.
 
 `source` (a Parquet file, folder or glob; a local path or an object storage URI, whose user part
 names the Airflow connection holding its credentials, as above) and `list_ids` are required;
@@ -61,6 +68,9 @@ with DAG(
         field_mapping=FIELD_MAPPING,
         segment_column="{{ var.json.constantcontact_segment_export.get('segment_column') }}",
         segments="{{ var.json.constantcontact_segment_export.get('segments') }}",
+        state_path="{{ var.json.constantcontact_segment_export.get('state_path') }}",
+        # A weekly reconciliation: re-read the list in full and re-send everyone.
+        full_refresh="{{ logical_date.weekday() == 6 }}",
         # The hook already retries throttling, 5xx and network errors. Imports are upserts by
         # email, so task retries (retries=...) are safe to add too.
         wait_for_completion=False,

@@ -20,8 +20,12 @@ when the file is parsed, because schedules are fixed at parse time:
 
 ```json
 {"customers": "/data/crm/customers.parquet", "segment": "vip",
- "segment_uri": "file:///data/segments/vip.parquet", "list_ids": ["<contact list id>"]}
+ "segment_uri": "file:///data/segments/vip.parquet", "list_ids": ["<contact list id>"],
+ "state_path": "file:///data/constantcontact-state/vip.parquet"}
 ```
+
+`state_path` (optional, recommended) is the export state: only changed contacts are sent, and a
+contact who left the list is never put back (see docs/export-state.md).
 
 Without it the DAGs still parse, with placeholders (and their runs fail, naming what is missing).
 Set it with `airflow variables set constantcontact_segment_refresh '{...}'` or as the
@@ -57,6 +61,7 @@ DEFAULTS: dict[str, Any] = {
     "segment": "vip",
     "segment_uri": "file:///data/segments/vip.parquet",
     "list_ids": [PLACEHOLDER_LIST_ID],
+    "state_path": None,
 }
 
 
@@ -121,6 +126,7 @@ with DAG(
         source=CONFIG["segment_uri"],  # the Asset's URI: recorded as the task's inlet
         list_ids=CONFIG["list_ids"],
         field_mapping=FIELD_MAPPING,
+        state_path=CONFIG["state_path"],
         # Wait for Constant Contact to process the import (in the triggerer), so that the list
         # events, and the DAGs they queue, come once the lists really hold the contacts.
         wait_for_completion=True,

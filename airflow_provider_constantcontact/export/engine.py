@@ -19,10 +19,19 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from airflow_provider_constantcontact.constants import MAX_IMPORT_BODY_BYTES, MAX_IMPORT_CONTACTS
 from airflow_provider_constantcontact.exceptions import ConstantContactExportError
 from airflow_provider_constantcontact.export.batches import ImportBody
+from airflow_provider_constantcontact.export.changes import check_changes
+from airflow_provider_constantcontact.export.delta import (
+    KEPT_LEFT,
+    KEPT_UNCHANGED,
+    KEPT_UNSUBSCRIBED,
+    SyncPlan,
+    plan_sync,
+)
 from airflow_provider_constantcontact.export.journal import RemovalJournal
 from airflow_provider_constantcontact.export.mirror import (
     ListRemovals,
@@ -39,6 +48,8 @@ from airflow_provider_constantcontact.export.rejects import RejectsWriter, rejec
 from airflow_provider_constantcontact.export.sender import send_bodies
 from airflow_provider_constantcontact.export.settings import NEW_LIST_PLACEHOLDER, ExportSettings, ListTargets
 from airflow_provider_constantcontact.export.source import SegmentSource
+from airflow_provider_constantcontact.export.state import ExportState, journal_path, read_state, write_state
+from airflow_provider_constantcontact.export.state_commit import read_journal, stage_journal, state_identity
 from airflow_provider_constantcontact.export.summary import ExportSummary
 
 if TYPE_CHECKING:
@@ -74,7 +85,11 @@ class SegmentExport:
         """Pass one, and the checks its counts allow before anything is sent."""
         settings = self.settings
         scan = scan_segment(
-            self.reader, settings.plan, self.log, keep_email_hashes=settings.sync_mode == "mirror"
+            self.reader,
+            settings.plan,
+            self.log,
+            keep_email_hashes=settings.sync_mode == "mirror",
+            fingerprint=settings.state_path is not None,
         )
         if settings.max_contacts is not None and scan.contacts > settings.max_contacts:
             raise ValueError(
@@ -101,7 +116,15 @@ class SegmentExport:
         check passed.
         """
         settings = self.settings
+        if settings.state_path is None:
+            self.log.warning(
+                "No state_path: every run sends the whole segment again, and a contact who left a list "
+                "(an unsubscribe link, or removed in Constant Contact) is put back into it. Set state_path "
+                "so that the export sends only what changed and never re-adds someone who left."
+            )
         scan = self.scan()
+        if settings.state_path is not None:
+            return self.run_with_state(hook, targets, scan)
         mirror = settings.sync_mode == "mirror"
         removals: list[ListRemovals] = []
         listing_requests = 0
@@ -113,7 +136,6 @@ class SegmentExport:
             check_removal_guard(
                 removals, max_removal_ratio=settings.max_removal_ratio, contacts=scan.contacts
             )
-        removals_file = self.outputs.get("removals_path")
         self.reader.source.check_unchanged()
         # Every check has passed: from here on (unless planning only) Constant Contact changes.
         sender = None if settings.plan_only else hook
@@ -130,33 +152,141 @@ class SegmentExport:
         elif targets.names_to_create:
             summary["lists_created"] = list(targets.names_to_create)
         if mirror:
-            journal = None
-            if removals_file and sender is not None:
-                journal = RemovalJournal(removals_file.file, settings.storage_conn_id)
-                self.log.info(
-                    "Each removal request is journaled before it is sent, in %s (%d entries left by "
-                    "earlier runs that did not finish)",
-                    journal.path,
-                    len(journal.earlier),
-                )
-            removal_ids = send_removals(
-                sender, removals, self.log, before_request=journal.record if journal else None
-            )
-            summary["activity_ids"] = [*summary["activity_ids"], *removal_ids]
-            summary["removal_activity_ids"] = removal_ids
-            summary["removed"] = {plan.list_id: plan.count for plan in removals}
-            summary["members_before"] = {plan.list_id: plan.members_before for plan in removals}
+            self._remove(sender, removals, summary)
             summary["listing_requests"] = listing_requests
-            if removals_file:
-                summary["removals_path"] = removals_file.file
-                written = write_removals(removals_file.file, removals, settings.storage_conn_id, journal)
-                summary["removals_written"] = written
-                if journal is not None:
-                    summary["removals_recovered"] = written - sum(plan.count for plan in removals)
+        return summary
+
+    def _remove(
+        self, sender: ConstantContactHook | None, removals: list[ListRemovals], summary: ExportSummary
+    ) -> None:
+        """Mirror mode: send the removals (journaled first with removals_path) and report them."""
+        settings = self.settings
+        journal = None
+        removals_file = self.outputs.get("removals_path")
+        if removals_file and sender is not None:
+            journal = RemovalJournal(removals_file.file, settings.storage_conn_id)
+            self.log.info(
+                "Each removal request is journaled before it is sent, in %s (%d entries left by "
+                "earlier runs that did not finish)",
+                journal.path,
+                len(journal.earlier),
+            )
+        removal_ids = send_removals(
+            sender, removals, self.log, before_request=journal.record if journal else None
+        )
+        summary["activity_ids"] = [*summary["activity_ids"], *removal_ids]
+        summary["removal_activity_ids"] = removal_ids
+        summary["removed"] = {plan.list_id: plan.count for plan in removals}
+        summary["members_before"] = {plan.list_id: plan.members_before for plan in removals}
+        if removals_file:
+            summary["removals_path"] = removals_file.file
+            written = write_removals(removals_file.file, removals, settings.storage_conn_id, journal)
+            summary["removals_written"] = written
+            if journal is not None:
+                summary["removals_recovered"] = written - sum(plan.count for plan in removals)
+
+    def run_with_state(
+        self, hook: ConstantContactHook, targets: ListTargets, scan: SegmentScan
+    ) -> ExportSummary:
+        """A run with export state: read what changed, plan, journal, send only the difference.
+
+        The state is not written here: the journal beside it holds the state to commit, and
+        :func:`~.state_commit.commit_state` writes it once the run's activities are confirmed
+        (or, with ``wait_for_completion=False``, as unconfirmed). See docs/export-state.md.
+        """
+        settings = self.settings
+        assert settings.state_path is not None
+        mirror = settings.sync_mode == "mirror"
+        list_ids = list(targets.list_ids)
+        for name in targets.names_to_create:
+            if settings.plan_only:
+                raise ValueError(
+                    f"plan_only with state_path cannot plan for the list {name!r}, which does not exist yet: "
+                    "create it (or run once without plan_only)"
+                )
+            list_ids.append(create_or_find_list(hook, name, self.log))
+        identity = state_identity(hook, list_ids, settings.plan.field_mapping)
+        conn_id = settings.storage_conn_id
+        state = read_state(settings.state_path, conn_id, identity, self.log)
+        first_run = state is None
+        state = state or ExportState.empty(identity)
+        journal = read_journal(journal_path(settings.state_path), conn_id, identity)
+        check = check_changes(
+            hook,
+            state,
+            list_ids,
+            full_refresh=settings.full_refresh or first_run,
+            mirror_hashes=scan.email_hashes if mirror else None,
+            journal=journal,
+            log=self.log,
+        )
+        sync = plan_sync(
+            check,
+            list_ids,
+            scan.fingerprinted if scan.fingerprinted is not None else pa.table({}),
+            scan.rows_read,
+            full_refresh=settings.full_refresh,
+            segment_hashes=scan.email_hashes if mirror else None,
+        )
+        if mirror:
+            check_removal_guard(
+                sync.removals, max_removal_ratio=settings.max_removal_ratio, contacts=scan.contacts
+            )
+        left, unsubscribed = sync.count("left"), sync.count("unsubscribed")
+        if left or unsubscribed:
+            self.log.info(
+                "Kept out of their lists: %d contacts who left the list outside the export, %d who "
+                "unsubscribed (counts per list membership; never imported into those lists again)",
+                left,
+                unsubscribed,
+            )
+        self.log.info(
+            "Plan: %d to add, %d to update, %d unchanged (skipped), %d to remove; changes read %s "
+            "in %d requests",
+            sync.count("to_add"),
+            sync.count("to_update"),
+            sync.count("unchanged"),
+            sum(plan.count for plan in sync.removals),
+            {list_id: entry.mode for list_id, entry in check.lists.items()},
+            check.requests,
+        )
+        sender = None if settings.plan_only else hook
+        journal_state = stage_journal(sync, check, identity)
+        if sender is not None:
+            # Before any change: a killed run leaves this, and the next run knows what it removed.
+            write_state(journal_path(settings.state_path), journal_state, conn_id)
+        summary = self.import_segment(sender, scan, list_ids, sync)
+        if mirror:
+            self._remove(sender, sync.removals, summary)
+        if targets.names_to_create:
+            summary["lists_created"] = list(targets.names_to_create)
+        summary["state_path"] = settings.state_path
+        summary["changes_read"] = {list_id: entry.mode for list_id, entry in check.lists.items()}
+        summary["change_requests"] = check.requests
+        summary["contacts_to_add"] = sync.count("to_add")
+        summary["contacts_to_update"] = sync.count("to_update")
+        summary["left_list_outside_export"] = left
+        summary["unsubscribed_outside_export"] = unsubscribed
+        if settings.plan_only:
+            summary["plan"] = {
+                list_id: {
+                    "to_add": entry.to_add,
+                    "to_update": entry.to_update,
+                    "unchanged": entry.unchanged,
+                    "to_remove": next((p.count for p in sync.removals if p.list_id == list_id), 0),
+                    "left_list_outside_export": entry.left,
+                    "unsubscribed_outside_export": entry.unsubscribed,
+                }
+                for list_id, entry in sync.lists.items()
+            }
         return summary
 
     def import_segment(
-        self, hook: ConstantContactHook | None, scan: SegmentScan, list_ids: list[str]
+        self,
+        hook: ConstantContactHook | None,
+        scan: SegmentScan,
+        list_ids: list[str],
+        sync: SyncPlan | None = None,
     ) -> ExportSummary:
         """Pass two: encode and send (``hook`` None: plan only, nothing is sent); the summary."""
         settings = self.settings
@@ -170,7 +300,7 @@ class SegmentExport:
         if rejects_file and self.rejects_schema is not None:
             rejects = RejectsWriter(rejects_file.file, self.rejects_schema, conn_id=settings.storage_conn_id)
         try:
-            bodies = encode_bodies(self.reader, scan, settings, list_ids, rejects, truncated)
+            bodies = encode_bodies(self.reader, scan, settings, list_ids, rejects, truncated, sync)
             if hook is None:
                 for body in bodies:
                     batches += 1
@@ -217,7 +347,7 @@ class SegmentExport:
         if rejects_file and rejects is not None:
             summary["rejects_path"] = rejects_file.file
             summary["rejects_written"] = rejects.rows
-        self._check_accounting(summary, scan)
+        self._check_accounting(summary, scan, sync)
         return summary
 
     def _log_progress(
@@ -247,20 +377,33 @@ class SegmentExport:
         )
 
     @staticmethod
-    def _check_accounting(summary: ExportSummary, scan: SegmentScan) -> None:
-        """Every row read is sent, a duplicate or rejected, and every row not sent is in the rejects file."""
+    def _check_accounting(summary: ExportSummary, scan: SegmentScan, sync: SyncPlan | None) -> None:
+        """Every row read is sent, unchanged, a duplicate or rejected; the rejects file has the last two."""
         sent = summary["contacts_submitted"]
-        rejected = sum(scan.rejected.values())
-        accounted = sent + scan.duplicates + rejected
+        unchanged = 0
+        kept_out: dict[str, int] = {}
+        if sync is not None:
+            kept = pc.value_counts(sync.kept).to_pylist()
+            by_code = {item["values"]: item["counts"] for item in kept}
+            unchanged = by_code.get(KEPT_UNCHANGED, 0)
+            kept_out = {
+                reason: by_code[code]
+                for reason, code in (("left_list", KEPT_LEFT), ("unsubscribed", KEPT_UNSUBSCRIBED))
+                if by_code.get(code)
+            }
+            summary["rejected"] = dict(sorted({**summary["rejected"], **kept_out}.items()))
+            summary["contacts_unchanged"] = unchanged
+        rejected = sum(scan.rejected.values()) + sum(kept_out.values())
+        accounted = sent + unchanged + scan.duplicates + rejected
         if accounted != scan.rows_read:
             raise ConstantContactExportError(
                 f"Row accounting does not add up: {scan.rows_read:,} rows read but {sent:,} submitted "
-                f"+ {scan.duplicates:,} duplicates + {rejected:,} rejected = {accounted:,} "
-                "(a bug: please report)"
+                f"+ {unchanged:,} unchanged + {scan.duplicates:,} duplicates + {rejected:,} rejected = "
+                f"{accounted:,} (a bug: please report)"
             )
         written = summary.get("rejects_written")
-        if written is not None and written != scan.rows_read - sent:
+        if written is not None and written != scan.rows_read - sent - unchanged:
             raise ConstantContactExportError(
-                f"The rejects file has {written:,} rows, expected every row not sent: "
-                f"{scan.rows_read - sent:,} (a bug: please report)"
+                f"The rejects file has {written:,} rows, expected every row not sent and not unchanged: "
+                f"{scan.rows_read - sent - unchanged:,} (a bug: please report)"
             )

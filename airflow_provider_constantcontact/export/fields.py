@@ -80,8 +80,18 @@ def _specs() -> dict[str, FieldSpec]:
 IMPORT_FIELDS: dict[str, FieldSpec] = _specs()
 
 # Reason codes carried per row between the two passes (int8). Field reasons follow.
-OK, DUPLICATE, MISSING_EMAIL, INVALID_EMAIL, EMAIL_TOO_LONG = range(5)
-BASE_REASONS = ("", "duplicate", "missing_email", "invalid_email", "email_too_long")
+OK, DUPLICATE, MISSING_EMAIL, INVALID_EMAIL, EMAIL_TOO_LONG, LEFT_LIST, UNSUBSCRIBED = range(7)
+#: ``left_list`` / ``unsubscribed``: with export state, a contact kept out of every list it would
+#: go to because it left that list, or unsubscribed, outside the export (docs/export-state.md).
+BASE_REASONS = (
+    "",
+    "duplicate",
+    "missing_email",
+    "invalid_email",
+    "email_too_long",
+    "left_list",
+    "unsubscribed",
+)
 
 
 def field_spec(name: str) -> FieldSpec:

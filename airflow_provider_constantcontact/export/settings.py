@@ -37,11 +37,19 @@ class ExportSettings:
     sync_mode: str = "upsert"
     max_removal_ratio: float = 0.1
     removals_path: str | None = None
+    #: Export state (docs/export-state.md): where this task remembers what it put into its lists.
+    state_path: str | None = None
+    #: With state: re-send every contact of the segment (minus those who left) and re-read the lists.
+    full_refresh: bool = False
 
     @property
     def outputs(self) -> dict[str, str | None]:
         """Every output parameter and its value: each obeys the rules of ``export/output_paths.py``."""
-        return {"rejects_path": self.rejects_path, "removals_path": self.removals_path}
+        return {
+            "rejects_path": self.rejects_path,
+            "removals_path": self.removals_path,
+            "state_path": self.state_path,
+        }
 
     @property
     def columns(self) -> list[str]:

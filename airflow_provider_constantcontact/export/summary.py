@@ -68,4 +68,19 @@ class ExportSummary(_Always, total=False):
     listing_requests: int
     removals_path: str
     removals_written: int
+    #: With state_path (docs/export-state.md): the state file; how each list's changes were read
+    #: ("incremental" or "full") and the requests that took; the contacts skipped as unchanged, to
+    #: add (new to a list) and to update; memberships kept out because the contact left that list
+    #: or unsubscribed outside the export (also rows in ``rejected`` as left_list / unsubscribed
+    #: when sent to no list); with plan_only the plan per list; whether the state was committed.
+    state_path: str
+    changes_read: dict[str, str]
+    change_requests: int
+    contacts_unchanged: int
+    contacts_to_add: int
+    contacts_to_update: int
+    left_list_outside_export: int
+    unsubscribed_outside_export: int
+    plan: dict[str, dict[str, int]]
+    state_committed: bool
     removals_recovered: int

@@ -28,6 +28,7 @@ from airflow_provider_constantcontact.export.preflight import check_custom_field
 from airflow_provider_constantcontact.export.service_counts import check_contacts_taken
 from airflow_provider_constantcontact.export.settings import SYNC_MODES, ExportSettings, ListTargets
 from airflow_provider_constantcontact.export.source import resolve_segment_source
+from airflow_provider_constantcontact.export.state_commit import commit_state
 from airflow_provider_constantcontact.export.summary import ExportSummary
 from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
 from airflow_provider_constantcontact.triggers.constantcontact import defer_import_wait
@@ -117,6 +118,12 @@ class ConstantContactSegmentExportOperator(BaseOperator):
         lose more than this share of its members; 1.0 turns the guard off. Templated.
     :param removals_path: Mirror mode: where to write one Parquet row per removed membership
         (``list_id``, ``contact_id``, ``email``). Templated.
+    :param state_path: Export state (docs/export-state.md): a Parquet file (local path or
+        object-storage URL, through ``source_conn_id``) where this task remembers what it put into
+        its lists, so that it sends only what changed and never re-adds a contact who left a list.
+        Without it every run sends the whole segment and re-adds leavers. Templated.
+    :param full_refresh: With ``state_path``: re-read the lists in full and re-send every contact
+        of the segment (still never those who left a list), e.g. weekly. Templated.
     :param field_mapping: Constant Contact field -> Parquet column, e.g. ``{"email": "EmailAddress",
         "first_name": "FirstName", "cf:loyalty_tier": "Tier"}``; ``email`` is required; another
         field whose column renders empty (``None``, ``""``) is left out. Templated.
@@ -154,6 +161,8 @@ class ConstantContactSegmentExportOperator(BaseOperator):
         "sync_mode",
         "max_removal_ratio",
         "removals_path",
+        "state_path",
+        "full_refresh",
     )
     template_fields_renderers = {
         "field_mapping": "json",
@@ -175,6 +184,8 @@ class ConstantContactSegmentExportOperator(BaseOperator):
         sync_mode: str = "upsert",
         max_removal_ratio: float | str = 0.1,
         removals_path: str | None = None,
+        state_path: str | None = None,
+        full_refresh: bool | str = False,
         segment_column: str | None = None,
         segments: Sequence[Any] | str | None = None,
         source_conn_id: str | None = None,
@@ -200,6 +211,8 @@ class ConstantContactSegmentExportOperator(BaseOperator):
         self.sync_mode = sync_mode
         self.max_removal_ratio = max_removal_ratio
         self.removals_path = removals_path
+        self.state_path = state_path
+        self.full_refresh = full_refresh
         self.field_mapping = field_mapping
         self.segment_column = segment_column
         self.segments = segments
@@ -259,6 +272,13 @@ class ConstantContactSegmentExportOperator(BaseOperator):
         if removals_path and sync_mode != "mirror":
             raise ValueError("removals_path needs sync_mode='mirror': only mirror mode removes members")
         max_removal_ratio = parse_number(self.max_removal_ratio, "max_removal_ratio", minimum=0, maximum=1)
+        state_path = optional_text(self.state_path, "state_path")
+        if state_path is not None and state_path.endswith("/"):
+            raise ValueError(
+                f"state_path {state_path!r} names a folder; give a file, e.g. {state_path}state.parquet"
+            )
+        # Without state every run is a full export already: full_refresh changes nothing then.
+        full_refresh = parse_bool(self.full_refresh, "full_refresh") and state_path is not None
         return ExportSettings(
             plan=ContactPlan(self._field_mapping()),
             segment_column=segment_column,
@@ -270,6 +290,8 @@ class ConstantContactSegmentExportOperator(BaseOperator):
             sync_mode=sync_mode,
             max_removal_ratio=0.1 if max_removal_ratio is None else float(max_removal_ratio),
             removals_path=removals_path,
+            state_path=state_path,
+            full_refresh=full_refresh,
         )
 
     def _field_mapping(self) -> dict[str, str]:
@@ -301,7 +323,10 @@ class ConstantContactSegmentExportOperator(BaseOperator):
         self.log.info("Export summary: %s", {k: v for k, v in summary.items() if k != "activity_ids"})
         activity_ids = summary["activity_ids"]
         context["ti"].xcom_push(key="activity_ids", value=activity_ids)
-        if settings.plan_only or not activity_ids or not self.wait_for_completion:
+        if settings.plan_only:
+            return summary
+        if not activity_ids or not self.wait_for_completion:
+            self._commit_state(summary, confirmed=not activity_ids)
             return summary
         if self.deferrable:
             defer_import_wait(
@@ -322,7 +347,7 @@ class ConstantContactSegmentExportOperator(BaseOperator):
             max_error_ratio=max_error_ratio,
             max_poll_interval=self.max_poll_interval,
         )
-        return self._finish(summary, result)
+        return self._commit_state(self._finish(summary, result), confirmed=True)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> ExportSummary:
         """Resume after the trigger: fail unless every import completed, then cross-check counts.
@@ -340,7 +365,22 @@ class ConstantContactSegmentExportOperator(BaseOperator):
             )
         lineage.emit_list_events(context, summary)
         context["ti"].xcom_push(key="activity_ids", value=summary["activity_ids"])
-        return self._finish(summary, event["summary"])
+        return self._commit_state(self._finish(summary, event["summary"]), confirmed=True)
+
+    def _commit_state(self, summary: ExportSummary, *, confirmed: bool) -> ExportSummary:
+        """With state: the run's journal becomes the state (confirmed, or to be checked next run)."""
+        state_path = summary.get("state_path")
+        if state_path:
+            commit_state(
+                self.hook,
+                state_path,
+                self.source_conn_id,
+                activity_ids=summary["activity_ids"],
+                confirmed=confirmed,
+                log=self.log,
+            )
+            summary["state_committed"] = True
+        return summary
 
     def _finish(self, summary: ExportSummary, result: Mapping[str, Any]) -> ExportSummary:
         """Add the final activity counters; fail when Constant Contact took fewer contacts than sent.

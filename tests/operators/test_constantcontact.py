@@ -522,6 +522,8 @@ def test_template_fields() -> None:
         "sync_mode",
         "max_removal_ratio",
         "removals_path",
+        "state_path",
+        "full_refresh",
     }
 
 

@@ -25,6 +25,8 @@ def test_form_offers_lists_by_name_sync_mode_and_data_matching() -> None:
         "other_fields": "object",
         "sync_mode": "string",
         "max_removal_ratio": "number",
+        "state_path": ["null", "string"],
+        "full_refresh": "boolean",
     }
     for name, json_type in expected.items():
         param = params.get_param(name)
@@ -34,6 +36,7 @@ def test_form_offers_lists_by_name_sync_mode_and_data_matching() -> None:
     assert params.get_param("sync_mode").schema["enum"] == ["upsert", "mirror"]
     assert params["sync_mode"] == "upsert"
     assert params["max_removal_ratio"] == 0.1
+    assert params["full_refresh"] is False
 
 
 def test_manual_dag_mirrors_a_list_chosen_by_name(airflow_db, constantcontact_sandbox, tmp_path) -> None:
