@@ -273,7 +273,8 @@ def reschedule_safe_context(context: Context) -> Context:
     if ti is None or not _airflow_before(3, 1):
         return context
     fixed = _RescheduleDateTaskInstance(ti)
-    return {**context, "ti": fixed, "task_instance": fixed}  # type: ignore[typeddict-item]
+    # A proxy, not a RuntimeTaskInstance: every other attribute is the task instance's own.
+    return {**context, "ti": fixed, "task_instance": fixed}  # type: ignore[typeddict-item]  # proxy
 
 
 def _airflow_before(major: int, minor: int) -> bool:
