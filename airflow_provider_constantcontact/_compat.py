@@ -23,6 +23,11 @@ Shims:
   triggerer's supervisor channel accepts calls from other threads from 3.2; on 3.0 and 3.1 it
   must be reached through asgiref's ``sync_to_async``, or a Variable read in the thread fails
   with "attached to a different loop".
+- :func:`reschedule_safe_context`: on Airflow 3.0 (Task SDK 1.0) ``ti.get_first_reschedule_date``
+  returns the API's ISO string instead of a datetime (its client builds the response with
+  ``model_construct``, which skips validation), so every sensor in ``mode="reschedule"`` fails on
+  its second try with ``datetime - str`` in ``BaseSensorOperator.execute``. The context handed to
+  it gets a ``ti`` whose ``get_first_reschedule_date`` returns an aware datetime. 3.1+ validates.
 - :func:`legacy_connection_form_widgets`: the connection form's extra fields as Airflow 3.0 and
   3.1 read them from the hook (WTForms fields, which their API server swaps for
   its own stand-ins; 3.2+ reads ``conn-fields`` from provider info and never calls them). On 3.0
@@ -51,11 +56,12 @@ import importlib
 import logging
 import sys
 from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseHook as BaseHook
-    from airflow.sdk import Connection
+    from airflow.sdk import Connection, Context
     from airflow.sdk import conf as conf
     from airflow.sdk.exceptions import AirflowException as AirflowException
     from airflow.sdk.exceptions import AirflowSensorTimeout as AirflowSensorTimeout
@@ -72,6 +78,7 @@ __all__ = [
     "get_variable",
     "in_task_sdk_context",
     "legacy_connection_form_widgets",
+    "reschedule_safe_context",
     "save_connection",
     "set_variable",
     "variable_keys",
@@ -230,6 +237,48 @@ async def run_blocking(func: Callable[..., _T], *args: Any) -> _T:
     from asgiref.sync import sync_to_async
 
     return await sync_to_async(func, thread_sensitive=False)(*args)
+
+
+# ------------------------------------------------------------------------- sensors (3.0)
+def as_aware_datetime(value: datetime | str | None) -> datetime | None:
+    """``value`` as a timezone-aware datetime (an ISO 8601 string is parsed; naive means UTC)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        # Python 3.10's fromisoformat does not read a trailing "Z", which the API sends.
+        value = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+
+
+class _RescheduleDateTaskInstance:
+    """A task instance whose ``get_first_reschedule_date`` returns a datetime (Airflow 3.0)."""
+
+    def __init__(self, ti: Any) -> None:
+        self._ti = ti
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ti, name)
+
+    def get_first_reschedule_date(self, context: Any) -> datetime | None:
+        return as_aware_datetime(self._ti.get_first_reschedule_date(context))
+
+
+def reschedule_safe_context(context: Context) -> Context:
+    """``context`` for ``BaseSensorOperator.execute`` in reschedule mode, on any Airflow line.
+
+    Airflow 3.0's ``get_first_reschedule_date`` returns a string (see the module docstring); the
+    returned copy's ``ti`` converts it. On 3.1+ the context is returned unchanged.
+    """
+    ti = context.get("ti")
+    if ti is None or not _airflow_before(3, 1):
+        return context
+    fixed = _RescheduleDateTaskInstance(ti)
+    # A proxy, not a RuntimeTaskInstance: every other attribute is the task instance's own.
+    return {**context, "ti": fixed, "task_instance": fixed}  # type: ignore[typeddict-item]  # proxy
+
+
+def _airflow_before(major: int, minor: int) -> bool:
+    return tuple(int(part) for part in _airflow_version().split(".")[:2]) < (major, minor)
 
 
 # --------------------------------------------------------------------- connection form (3.0, 3.1)

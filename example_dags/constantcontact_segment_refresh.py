@@ -147,8 +147,10 @@ with DAG(
     tags=TAGS,
     doc_md=__doc__,
 ):
-
-    @task
+    # One XCom (return_value), not one per key as the dict return type would make it: the keys
+    # are list URIs ("constantcontact://lists/<id>"), and Airflow 3.0's execution API cannot
+    # store an XCom whose key holds a "/" (404 Not Found: the task fails).
+    @task(multiple_outputs=False)
     def report_list_update(*, triggering_asset_events=None) -> dict[str, list[dict]]:
         """Log each list event (source run and counts); return them for the XCom."""
         updates: dict[str, list[dict]] = {}

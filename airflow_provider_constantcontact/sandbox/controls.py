@@ -15,6 +15,9 @@ from airflow_provider_constantcontact.sandbox.oauth import OAuthServer
 from airflow_provider_constantcontact.sandbox.server import App, RequestLogEntry
 from airflow_provider_constantcontact.sandbox.state import SandboxState
 
+#: Contacts a second while ``hold_processing`` holds activities: none in any test's lifetime.
+HELD_PROCESSING_RATE = 1e-9
+
 
 class SandboxControls:
     """The seeding, inspection and fault methods of ``ConstantContactSandbox`` (emulator.py),
@@ -145,6 +148,23 @@ class SandboxControls:
         (another client's change landing just before this request)."""
         with self.lock:
             self.app.faults.add(count, None, path_prefix, after, method=method, action=action)
+
+    def hold_processing(self, polls: int = 1) -> None:
+        """Activities make no progress until ``polls`` reads of them (``GET /v3/activities...``)
+        have been answered; then they go on at the ``processing_rate`` set before this call.
+
+        A waiting task deterministically finds its import still running at its first ``polls``
+        polls (a sensor then defers or reschedules), however slow the machine, and the next read
+        sees it advance at the usual rate."""
+        with self.lock:
+            rate = self.state.processing_rate
+            self.state.set_processing_rate(HELD_PROCESSING_RATE)
+
+        def release() -> None:
+            with self.lock:
+                self.state.set_processing_rate(rate)
+
+        self.before_next(release, "/v3/activities", method="GET", after=polls)
 
     def exhaust_daily_quota(self) -> None:
         """Further API requests get 429 ``quota_exceeded`` until the next UTC day."""

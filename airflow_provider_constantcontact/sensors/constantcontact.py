@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from airflow_provider_constantcontact._compat import AirflowSensorTimeout, conf
+from airflow_provider_constantcontact._compat import AirflowSensorTimeout, conf, reschedule_safe_context
 from airflow_provider_constantcontact.exceptions import ConstantContactImportError
 from airflow_provider_constantcontact.hooks.constantcontact import ConstantContactHook
 from airflow_provider_constantcontact.triggers.constantcontact import ImportWaitEvent, defer_import_wait
@@ -106,6 +106,8 @@ class ConstantContactImportSensor(BaseSensorOperator):
         # again. In reschedule mode every poke is a new try and starts afresh.
         self._poller = ActivityPoller(ids, max_error_ratio=self._max_error_ratio())
         if not self.deferrable:
+            if self.reschedule:
+                context = reschedule_safe_context(context)
             return super().execute(context)
         # One poll first: an import that already finished needs no trip through the triggerer.
         # After a transient error it defers all the same; the trigger polls again.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import requests
@@ -189,6 +190,26 @@ def test_activities_listing_filters_by_state_and_paginates(sandbox, api, v3):
     missing = api.get(v3("/activities/does-not-exist"), timeout=5)
     assert missing.status_code == 404
     assert missing.json()[0]["error_key"] == "not_found"
+
+
+@pytest.mark.parametrize("rate", [None, 1000.0])
+def test_hold_processing_keeps_activities_running_until_polled(sandbox, api, v3, rate):
+    newsletter = sandbox.list_ids["Newsletter"]
+    sandbox.processing_rate = rate  # None: an import completes at its first read
+    sandbox.hold_processing(polls=2)
+    activity_id = import_contacts(api, v3, [{"email": "held@example.com"}], [newsletter])["activity_id"]
+    time.sleep(0.2)  # at 1000 contacts/s, long enough to finish were it not held
+
+    first = api.get(v3("/activities"), timeout=5).json()["activities"][0]
+    second = api.get(v3(f"/activities/{activity_id}"), timeout=5).json()
+    assert (first["activity_id"], first["state"]) == (activity_id, "initialized")
+    assert second["state"] == "initialized"
+    deadline = time.monotonic() + 5
+    while (third := api.get(v3(f"/activities/{activity_id}"), timeout=5).json())["state"] != "completed":
+        assert time.monotonic() < deadline, third
+        time.sleep(0.01)
+    assert sandbox.list_member_emails(newsletter) == {"held@example.com"}
+    assert sandbox.processing_rate == rate
 
 
 def test_invalid_cursor_unknown_path_wrong_method_and_content_type(api, v3, sandbox):

@@ -320,6 +320,38 @@ def test_reschedule_mode_fails_with_the_activity_errors(default_conn_sandbox, st
     assert f"activity {ids[0]} ended {state}: Activity stopped by support" in str(failure.value)
 
 
+@pytest.mark.parametrize(
+    ("airflow_version", "as_sent"),
+    [
+        # Airflow 3.0's get_first_reschedule_date hands over the API's ISO string unparsed.
+        ("3.0.6", lambda when: when.isoformat().replace("+00:00", "Z")),
+        (None, lambda when: when),  # this Airflow, as its task instances return it
+    ],
+    ids=["string-on-3.0", "datetime"],
+)
+def test_reschedule_mode_measures_its_timeout_from_the_first_reschedule(
+    default_conn_sandbox, monkeypatch, airflow_version, as_sent
+):
+    from airflow_provider_constantcontact import _compat
+
+    if airflow_version:
+        monkeypatch.setattr(_compat, "_airflow_version", lambda: airflow_version)
+    default_conn_sandbox.processing_rate = 0.1
+    ids = start_imports(default_conn_sandbox, contacts_each=5)
+
+    def context_first_rescheduled(seconds_ago: float) -> dict:
+        first = as_sent(datetime.now(timezone.utc) - timedelta(seconds=seconds_ago))
+        return {"ti": SimpleNamespace(get_first_reschedule_date=lambda context: first)}
+
+    task = sensor(ids, mode="reschedule", deferrable=False, poke_interval=5, timeout=60)
+    # First rescheduled 10 s ago: within the timeout, so it reschedules ...
+    with pytest.raises(AirflowRescheduleException):
+        task.execute(context_first_rescheduled(10))
+    # ... 10 minutes ago: the run lasts longer than the timeout.
+    with pytest.raises(AirflowSensorTimeout, match=r"run duration of 6\d\d\.\d+ seconds exceeds"):
+        task.execute(context_first_rescheduled(600))
+
+
 # ----------------------------------------------------------------------------- deferrable mode
 def test_deferrable_mode_defers_to_the_import_trigger(default_conn_sandbox):
     default_conn_sandbox.processing_rate = 0.5

@@ -43,3 +43,35 @@ def test_demo_runs_the_scheduled_dag_end_to_end_and_prints_the_summary():
     assert not os.path.exists(home)
     # No personal data in what the demo prints.
     assert "@example.com" not in output.lower()
+
+
+def test_demo_reads_the_wait_from_the_log_of_every_airflow_line(tmp_path):
+    from tests.system.dag_runs import load_demo
+
+    log = tmp_path / "airflow.log"
+    log.write_text(
+        # Airflow 3.1+: structlog lines only.
+        "2026-12-04T19:05:41.825912Z [info     ] Constant Contact import 0.0% done (1 activities: "
+        "1 initialized; 0/71 items, 0 errors) [airflow.task.operators]\n"
+        "2026-12-04T19:05:41.826328Z [info     ] Pausing task as DEFERRED.      [task] dag_id=x\n"
+        "2026-12-04T19:05:52.093331Z [info     ] [DAG TEST] Trigger completed   [airflow.sdk]\n"
+        # Airflow 3.0's `dags test`: logging lines (a progress line twice, two formats) and
+        # structlog lines with a space between date and time.
+        "[2026-12-04 19:06:51,633] {activities.py:323} INFO - Constant Contact import 0.0% done "
+        "(1 activities: 1 initialized; 0/71 items, 0 errors)\n"
+        "[2026-12-04T19:06:51.633+0000] {activities.py:323} INFO - Constant Contact import 0.0% done "
+        "(1 activities: 1 initialized; 0/71 items, 0 errors)\n"
+        "2026-12-04 19:06:51 [info     ] Pausing task as DEFERRED.      [task] dag_id=x\n"
+        "[2026-12-04T19:07:01.901+0000] {dag.py:1271} INFO - [DAG TEST] Trigger completed\n"
+        "2026-12-04 19:07:02 [debug    ] Not the event: Pausing task as DEFERRED\n"
+    )
+
+    progress = "Constant Contact import 0.0% done (1 activities: 1 initialized; 0/71 items, 0 errors)"
+    assert load_demo().wait_events(log) == [
+        f"  19:05:41  {progress}",
+        "  19:05:41  Pausing task as DEFERRED",
+        "  19:05:52  [DAG TEST] Trigger completed",
+        f"  19:06:51  {progress}",
+        "  19:06:51  Pausing task as DEFERRED",
+        "  19:07:01  [DAG TEST] Trigger completed",
+    ]
