@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -111,7 +112,15 @@ def run_export(
         dags_folder=dags_folder,
         timeout=300,
     )
-    return result, (result.stdout or "") + (result.stderr or "")
+    output = (result.stdout or "") + (result.stderr or "")
+    return result, f"{output}\n{unwrapped(output)}"
+
+
+def unwrapped(output: str) -> str:
+    """The output as one line, without colours or frames: Airflow 3.0 prints a failed task's
+    traceback with rich, which wraps the exception's message inside a framed, coloured box."""
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", output)
+    return " ".join(" ".join(line.strip(" │╭╮╰╯─❱") for line in plain.splitlines()).split())
 
 
 def succeeded(result: subprocess.CompletedProcess, dag_id: str) -> dict[str, Any]:

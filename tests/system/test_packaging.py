@@ -25,6 +25,21 @@ DISTRIBUTION = "airflow-provider-constantcontact"
 ENTRY_POINT = f"provider_info = {PACKAGE}.get_provider_info:get_provider_info"
 
 
+def json_list_in(output: str) -> list[dict[str, str]]:
+    """The JSON list in a command's output: Airflow 3.0 prints a log line before it on stdout."""
+    decoder = json.JSONDecoder()
+    for line_start in (
+        i for i, char in enumerate(output) if char == "[" and (i == 0 or output[i - 1] == "\n")
+    ):
+        try:
+            value, _ = decoder.raw_decode(output, line_start)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, list):
+            return value
+    raise AssertionError(f"no JSON list in the output: {output[:500]!r}")
+
+
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sdist and wheel as scripts/package builds and checks them."""
@@ -120,7 +135,7 @@ def test_a_fresh_virtualenv_installs_the_wheel_and_airflow_lists_the_provider(
         check=False,
     )
     assert listed.returncode == 0, listed.stderr
-    providers = {p["package_name"]: p for p in json.loads(listed.stdout)}
+    providers = {p["package_name"]: p for p in json_list_in(listed.stdout)}
     assert providers[DISTRIBUTION]["version"] == only(dist, "*.whl").name.split("-")[1]
 
     installed = subprocess.run(
