@@ -8,11 +8,17 @@ quiet day costs a handful of requests; a state written for other lists is refuse
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
 from textwrap import dedent
 
 import pyarrow.parquet as pq
 import pytest
 
+from tests.conftest import airflow_env
 from tests.operators.conftest import write_parquet
 from tests.operators.test_constantcontact import memory_storage  # noqa: F401 (the memory:// store)
 from tests.system.dag_runs import airflow_dags_test, describe, latest_run, load_demo
@@ -367,3 +373,105 @@ def test_two_lists_one_body_and_a_leaver_of_one_list_still_goes_to_the_other(
     assert sandbox.list_members(second)["bob@example.com"]["first_name"] == "Robert"
     imports = [entry for entry in sandbox.request_log if entry.path.endswith("contacts_json_import")]
     assert len(imports) == 2
+
+
+IMPORT_PATH = "/v3/activities/contacts_json_import"
+REMOVALS_PATH = "/v3/activities/remove_list_memberships"
+
+
+def _killed_run(sandbox, dags_folder, tmp_path, conf: dict, *, path_prefix: str, method: str) -> None:
+    """`airflow dags test` of the native probe with ``conf``, SIGKILLed (the whole process group)
+    while a ``method`` request under ``path_prefix`` sent after the run's import is held in flight."""
+    reached, release, armed = threading.Event(), threading.Event(), threading.Event()
+    armed.set()
+
+    def hold() -> None:
+        if armed.is_set() and any(entry.path == IMPORT_PATH for entry in sandbox.request_log):
+            reached.set()
+            release.wait(120)
+
+    sandbox.clear_request_log()
+    sandbox.before_next(hold, path_prefix, method=method, count=1000)
+    command = [sys.executable, "-m", "airflow", "dags", "test", "cc_state_native", "--conf", json.dumps(conf)]
+    env = airflow_env(
+        AIRFLOW__CORE__DAGS_FOLDER=str(dags_folder),
+        AIRFLOW_CONN_CONSTANTCONTACT_DEFAULT=sandbox.connection_json(),
+    )
+    log_file = tmp_path / "killed-run.log"
+    with log_file.open("w") as log:
+        killed = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            assert reached.wait(240), log_file.read_text()[-3000:]
+            os.killpg(killed.pid, signal.SIGKILL)
+            killed.wait(30)
+        finally:
+            armed.clear()  # later requests (the rerun's) go through
+            release.set()
+            if killed.poll() is None:
+                os.killpg(killed.pid, signal.SIGKILL)
+                killed.wait(30)
+
+
+@pytest.mark.parametrize(
+    ("kill_point", "path_prefix", "method"),
+    [
+        ("during the removals", REMOVALS_PATH, "POST"),  # the second of two removal requests
+        ("between the import and the state write", "/v3/activities", "GET"),  # the wait's poll
+    ],
+)
+def test_sigkilled_run_then_rerun_loses_nothing_and_readds_no_leaver(
+    airflow_db, constantcontact_sandbox, dags_folder, tmp_path, kill_point, path_prefix, method
+):
+    """SIGKILL of the process running a mirror export with state, after its import, then a rerun:
+    the previous state is untouched by the killed run, the rerun converges, the contact who left
+    the list stays out, and the contacts the export removed come back when they rejoin."""
+    sandbox = constantcontact_sandbox
+    list_id = sandbox.create_list("Killed")
+    state_path = str(tmp_path / "state" / "killed.parquet")
+    crowd = {f"p{n:04d}@example.com": f"P{n}" for n in range(1100)}
+    base = {"list_id": list_id, "state_path": state_path, "sync_mode": "mirror"}
+    result, _ = _run(
+        sandbox,
+        dags_folder,
+        "cc_state_native",
+        {**base, "source": _segment(tmp_path, {**crowd, "bob@example.com": "Bob"})},
+    )
+    assert result.returncode == 0, describe(result)
+    before = pq.read_table(state_path)
+    sandbox.leave_list(list_id, ["bob@example.com"])
+    few = dict(list(crowd.items())[:100])
+    shrunk = {**few, "bob@example.com": "Bob", "new@example.com": "New"}
+
+    _killed_run(
+        sandbox,
+        dags_folder,
+        tmp_path,
+        {**base, "source": _segment(tmp_path, shrunk)},
+        path_prefix=path_prefix,
+        method=method,
+    )
+
+    assert pq.read_table(state_path).equals(before), kill_point  # the previous state, untouched
+    assert "new@example.com" in sandbox.list_member_emails(list_id)  # the import happened
+    assert "bob@example.com" not in sandbox.list_member_emails(list_id)
+
+    result, summary = _run(
+        sandbox, dags_folder, "cc_state_native", {**base, "source": _segment(tmp_path, shrunk)}
+    )
+    assert result.returncode == 0, describe(result)
+    assert sandbox.list_member_emails(list_id) == set(few) | {"new@example.com"}
+    assert summary["left_list_outside_export"] == 1
+
+    # Everyone rejoins the segment: the 1,000 removed by the export come back, bob does not.
+    result, summary = _run(
+        sandbox,
+        dags_folder,
+        "cc_state_native",
+        {**base, "source": _segment(tmp_path, {**crowd, "bob@example.com": "Bob", "new@example.com": "New"})},
+    )
+    assert result.returncode == 0, describe(result)
+    assert sandbox.list_member_emails(list_id) == set(crowd) | {"new@example.com"}
+    assert summary["left_list_outside_export"] == 1
+    assert _state_rows(state_path)["bob@example.com"] == 2  # left
