@@ -149,6 +149,16 @@ def reconcile(
         .aggregate([("m_contact_id", "first"), ("m_member", "any"), ("m_unsub", "any")])
         .rename_columns(["email", "m_contact_id", "m_member", "m_unsub"])
     )
+    untouched = None
+    if not complete:
+        # A state row not seen is as it was (no change, no count): only the rows seen are joined,
+        # not a copy of the whole list's rows.
+        touched = pc.is_in(rows.column("email"), value_set=seen.column("email"))
+        if pc.any(touched).as_py():
+            untouched = rows.filter(pc.invert(touched))
+            rows = rows.filter(touched)
+        else:  # a quiet day: nothing to copy
+            untouched, rows = rows, rows.slice(0, 0)
     joined = rows.join(seen, "email", join_type="full outer", use_threads=False)
     old = joined.column("status").combine_chunks()
     was_seen = pc.is_valid(joined.column("m_member"))
@@ -201,6 +211,8 @@ def reconcile(
             "contact_id": pc.coalesce(joined.column("m_contact_id"), joined.column("contact_id")),
         }
     ).filter(keep)
+    if untouched is not None and untouched.num_rows:
+        result = pa.concat_tables([untouched.select(result.column_names).cast(result.schema), result])
     return result, counts
 
 
@@ -372,9 +384,12 @@ def check_changes(
             full[list_id] = "state older than 10 days" if written else "first run"
         elif meta.watermark is None or list_id not in meta.members_expected:
             full[list_id] = "no earlier reading of the list"
-    result = ChangeCheck(state)
     watermark = meta.watermark
     rows = {list_id: state.for_list(list_id) for list_id in list_ids}
+    # From here on the rows per list stand for the state: each is replaced by its reconciled rows,
+    # and the rows read go as soon as nothing refers to them.
+    state = ExportState(state.table.schema.empty_table(), meta)
+    result = ChangeCheck(state)
     cheap = [list_id for list_id in list_ids if list_id not in full]
     if cheap:
         counts = reader.membership_counts(cheap)

@@ -188,7 +188,10 @@ class ExportState:
                 else pa.repeat(pa.scalar(False), len(chunk))
             )
         mine = pa.chunked_array(masks, pa.bool_())
-        return self.table.drop_columns(["list_id"]).filter(mine)
+        rows = self.table.drop_columns(["list_id"])
+        if pc.all(mine).as_py() is not False:  # the one list of the state (or none): no copy
+            return rows
+        return rows.filter(mine)
 
     def with_meta(self, **changes: Any) -> ExportState:
         return replace(self, meta=replace(self.meta, **changes))
