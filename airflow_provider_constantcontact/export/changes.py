@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from airflow_provider_constantcontact.constants import MAX_PAGE_SIZE
 from airflow_provider_constantcontact.exceptions import ConstantContactNotFoundError
 from airflow_provider_constantcontact.export.cleaning import normalize_emails
-from airflow_provider_constantcontact.export.dedup import email_hashes
+from airflow_provider_constantcontact.export.dedup import chunk_email_hashes
 from airflow_provider_constantcontact.export.state import (
     IMPORTING,
     LEFT,
@@ -487,13 +487,12 @@ def check_changes(
 
 def _removals_lack_ids(rows: pa.Table, segment_hashes: pa.Array) -> bool:
     """Whether some member to remove (in the state as a member, not in the segment) has no contact id."""
-    members = rows.filter(pc.is_in(rows.column("status"), value_set=pa.array([MEMBER, SENT], pa.int8())))
-    if not members.num_rows:
+    current = pc.is_in(rows.column("status"), value_set=pa.array([MEMBER, SENT], pa.int8()))
+    if not pc.any(current).as_py():
         return False
-    leaving = pc.invert(
-        pc.is_in(email_hashes(members.column("email").combine_chunks()), value_set=segment_hashes)
-    )
-    return bool(pc.any(pc.and_(leaving, pc.is_null(members.column("contact_id").combine_chunks()))).as_py())
+    # Hashed where they are: no copy of a million members' rows.
+    leaving = pc.invert(pc.is_in(chunk_email_hashes(rows.column("email")), value_set=segment_hashes))
+    return bool(pc.any(pc.and_(pc.and_(current, leaving), pc.is_null(rows.column("contact_id")))).as_py())
 
 
 JOURNAL_SCHEMA = pa.schema([pa.field("list_id", pa.string()), pa.field("email", pa.string())])

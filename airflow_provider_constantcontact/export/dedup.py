@@ -26,6 +26,11 @@ def email_hashes(emails: pa.Array) -> pa.Array:
     )
 
 
+def chunk_email_hashes(emails: pa.ChunkedArray) -> pa.ChunkedArray:
+    """:func:`email_hashes` of each chunk of ``emails`` (no copy of the emails into one array)."""
+    return pa.chunked_array([email_hashes(chunk) for chunk in emails.chunks], pa.int64())
+
+
 class EmailDeduplicator:
     """Marks every later occurrence of an email, keeping the first (in row order).
 

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from airflow_provider_constantcontact.export.changes import ChangeCheck
-from airflow_provider_constantcontact.export.dedup import email_hashes
+from airflow_provider_constantcontact.export.dedup import chunk_email_hashes
 from airflow_provider_constantcontact.export.mirror import ListRemovals
 from airflow_provider_constantcontact.export.state import (
     IMPORTING,
@@ -168,16 +168,19 @@ def _removals(
     listed = check.lists[list_id]
     if listed.listing is not None:
         members = listed.listing.rename_columns(["email", "contact_id", "member", "unsub"])
+        current = None
     else:
+        members = state_rows
         current = pc.is_in(state_rows.column("status"), value_set=pa.array([MEMBER, SENT], pa.int8()))
-        members = state_rows.filter(current)
-    emails = members.column("email").combine_chunks()
-    leave = pc.invert(pc.is_in(email_hashes(emails), value_set=segment_hashes))
+    # Hashed where they are (no copy of a million members' rows); only the leavers are copied.
+    leave = pc.invert(pc.is_in(chunk_email_hashes(members.column("email")), value_set=segment_hashes))
+    if current is not None:
+        leave = pc.and_(current, leave)
     return ListRemovals(
         list_id,
         listed.members,
-        members.column("contact_id").combine_chunks().filter(leave),
-        emails.filter(leave),
+        members.column("contact_id").filter(leave).combine_chunks(),
+        members.column("email").filter(leave).combine_chunks(),
     )
 
 
