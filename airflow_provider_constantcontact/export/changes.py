@@ -7,7 +7,8 @@ list: the list's ``membership_count`` must lie in the range the state and the ch
 A list is read in full instead (``GET /contacts?lists=<id>``, members / 500 requests) on a first
 run, on ``full_refresh``, when the state is older than :data:`MAX_STATE_AGE` (activity records
 are gone), when its count is unknown or disagrees, or when a mirror removal lacks a contact id.
-Either way the state rows of the list are reconciled in Arrow (one join), see :func:`reconcile`.
+Either way the state rows of the list are reconciled in Arrow (one index lookup on the email),
+see :func:`reconcile`.
 docs/export-state.md explains which API semantics are documented and which are assumptions.
 """
 

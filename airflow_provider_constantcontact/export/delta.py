@@ -1,11 +1,11 @@
 """The plan of a run with state: per list, who to add, update, skip, keep out and remove.
 
-Per list, the segment's valid distinct contacts (row, email, fingerprint) are joined with the
-list's state rows on the email (Arrow hash join): new to the list -> add; fingerprint changed
-or import not confirmed -> update; confirmed and unchanged -> skip (``full_refresh`` re-sends
-them); left the list or unsubscribed -> kept out, never sent to that list. Each row gets a bit
-mask of the lists it goes to, so pass two can send one body to several lists. Mirror removals
-are the list's members (the full listing, or the state's members) not in the segment.
+Per list, the segment's valid distinct contacts (row, email, fingerprint) are matched with the
+list's state rows on the email (an Arrow index lookup, ``pc.index_in``): new to the list -> add;
+fingerprint changed or import not confirmed -> update; confirmed and unchanged -> skip
+(``full_refresh`` re-sends them); left the list or unsubscribed -> kept out, never sent to that
+list. Each row gets a bit mask of the lists it goes to, so pass two can send one body to several
+lists. Mirror removals are the list's members (the full listing, or the state's members) not in the segment.
 """
 
 from __future__ import annotations
