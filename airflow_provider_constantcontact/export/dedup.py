@@ -5,6 +5,9 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
+#: Emails turned into Python strings at a time by :func:`email_hashes`.
+_HASH_SLICE = 65_536
+
 
 def email_hashes(emails: pa.Array) -> pa.Array:
     """The 64-bit hash (int64) of each normalised email (``emails`` holds no nulls).
@@ -12,7 +15,20 @@ def email_hashes(emails: pa.Array) -> pa.Array:
     Python's string hash (SipHash) of a short-lived ``str`` per email: fast, and only the
     8-byte hashes are kept, so memory stays flat however large the segment.
     """
-    return pa.array(map(hash, emails.to_pylist()), type=pa.int64())
+    if len(emails) <= _HASH_SLICE:
+        return pa.array(map(hash, emails.to_pylist()), type=pa.int64())
+    # A slice at a time: a million short-lived ``str`` at once would cost ~80 MB.
+    return pa.concat_arrays(
+        [
+            pa.array(map(hash, emails.slice(start, _HASH_SLICE).to_pylist()), type=pa.int64())
+            for start in range(0, len(emails), _HASH_SLICE)
+        ]
+    )
+
+
+def chunk_email_hashes(emails: pa.ChunkedArray) -> pa.ChunkedArray:
+    """:func:`email_hashes` of each chunk of ``emails`` (no copy of the emails into one array)."""
+    return pa.chunked_array([email_hashes(chunk) for chunk in emails.chunks], pa.int64())
 
 
 class EmailDeduplicator:

@@ -1,11 +1,11 @@
 """The plan of a run with state: per list, who to add, update, skip, keep out and remove.
 
-Per list, the segment's valid distinct contacts (row, email, fingerprint) are joined with the
-list's state rows on the email (Arrow hash join): new to the list -> add; fingerprint changed
-or import not confirmed -> update; confirmed and unchanged -> skip (``full_refresh`` re-sends
-them); left the list or unsubscribed -> kept out, never sent to that list. Each row gets a bit
-mask of the lists it goes to, so pass two can send one body to several lists. Mirror removals
-are the list's members (the full listing, or the state's members) not in the segment.
+Per list, the segment's valid distinct contacts (row, email, fingerprint) are matched with the
+list's state rows on the email (an Arrow index lookup, ``pc.index_in``): new to the list -> add;
+fingerprint changed or import not confirmed -> update; confirmed and unchanged -> skip
+(``full_refresh`` re-sends them); left the list or unsubscribed -> kept out, never sent to that
+list. Each row gets a bit mask of the lists it goes to, so pass two can send one body to several
+lists. Mirror removals are the list's members (the full listing, or the state's members) not in the segment.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from airflow_provider_constantcontact.export.changes import ChangeCheck
-from airflow_provider_constantcontact.export.dedup import email_hashes
+from airflow_provider_constantcontact.export.dedup import chunk_email_hashes
 from airflow_provider_constantcontact.export.mirror import ListRemovals
 from airflow_provider_constantcontact.export.state import (
     IMPORTING,
@@ -85,23 +85,19 @@ def plan_sync(
     reason_of_contact = pa.repeat(_code(KEPT_UNCHANGED), contacts.num_rows)
     plan = SyncPlan(masks=pa.array([], pa.uint64()), kept=pa.array([], pa.int8()))
     journal_tables: list[pa.Table] = []
-    indexed = contacts.append_column("position", pa.array(range(contacts.num_rows), pa.int64()))
+    emails = contacts.column("email").combine_chunks()
+    new_fingerprints = contacts.column("fingerprint").combine_chunks()
     for bit, list_id in enumerate(list_ids):
         state_rows = check.state.for_list(list_id)
-        joined = (
-            indexed.drop_columns(["row"])
-            .join(
-                state_rows.rename_columns(["email", "old_fingerprint", "status", "contact_id"]),
-                "email",
-                join_type="left outer",
-                use_threads=False,
-            )
-            .sort_by("position")
-        )
-        status = pc.fill_null(joined.column("status"), _code(-1)).combine_chunks()
+        # Per contact, the position of its email among the list's state rows (null: new to the
+        # list): a lookup in contact order, not a join's wide copy of both sides to sort back.
+        match = pc.index_in(emails, value_set=state_rows.column("email").combine_chunks())
+        status = pc.fill_null(state_rows.column("status").take(match), _code(-1)).combine_chunks()
         new = pc.equal(status, -1)
         out = pc.is_in(status, value_set=pa.array([LEFT, UNSUBSCRIBED], pa.int8()))
-        same = pc.fill_null(pc.equal(joined.column("fingerprint"), joined.column("old_fingerprint")), False)
+        old_fingerprints = state_rows.column("fingerprint").take(match)
+        same = pc.fill_null(pc.equal(new_fingerprints, old_fingerprints), False)
+        del old_fingerprints
         confirmed_same = pc.and_(pc.equal(status, MEMBER), same).combine_chunks()
         skip = pc.and_(confirmed_same, pa.scalar(not full_refresh))
         send = pc.and_(pc.invert(out), pc.invert(skip))
@@ -127,7 +123,16 @@ def plan_sync(
         removal = _removals(check, list_id, state_rows, segment_hashes)
         if removal is not None:
             plan.removals.append(removal)
-        journal_tables.append(_journal_rows(list_id, state_rows, joined, send, removal))
+        sent = pa.table(
+            {
+                "email": emails.filter(send),
+                "fingerprint": new_fingerprints.filter(send),
+                "match": match.filter(send),
+            }
+        )
+        del match, status, new, out, same, confirmed_same, skip, send
+        journal_tables.append(_journal_rows(list_id, state_rows, sent, removal))
+        del sent, state_rows
     plan.masks = _scatter(rows, mask_of_contact, rows_read, pa.uint64())
     kept = pc.if_else(pc.equal(mask_of_contact, 0), reason_of_contact, _code(0))
     plan.kept = _scatter(rows, kept, rows_read, pa.int8())
@@ -163,41 +168,53 @@ def _removals(
     listed = check.lists[list_id]
     if listed.listing is not None:
         members = listed.listing.rename_columns(["email", "contact_id", "member", "unsub"])
+        current = None
     else:
+        members = state_rows
         current = pc.is_in(state_rows.column("status"), value_set=pa.array([MEMBER, SENT], pa.int8()))
-        members = state_rows.filter(current)
-    emails = members.column("email").combine_chunks()
-    leave = pc.invert(pc.is_in(email_hashes(emails), value_set=segment_hashes))
+    # Hashed where they are (no copy of a million members' rows); only the leavers are copied.
+    leave = pc.invert(pc.is_in(chunk_email_hashes(members.column("email")), value_set=segment_hashes))
+    if current is not None:
+        leave = pc.and_(current, leave)
     return ListRemovals(
         list_id,
         listed.members,
-        members.column("contact_id").combine_chunks().filter(leave),
-        emails.filter(leave),
+        members.column("contact_id").filter(leave).combine_chunks(),
+        members.column("email").filter(leave).combine_chunks(),
     )
 
 
 def _journal_rows(
-    list_id: str, state_rows: pa.Table, joined: pa.Table, send: pa.Array, removal: ListRemovals | None
+    list_id: str, state_rows: pa.Table, sent: pa.Table, removal: ListRemovals | None
 ) -> pa.Table:
-    """The list's state as it will be once this run's changes are confirmed (IMPORTING / REMOVING marked)."""
-    sent = joined.filter(send)
+    """The list's state as it will be once this run's changes are confirmed (IMPORTING / REMOVING marked).
+
+    ``sent``: the contacts sent to the list (email, fingerprint, ``match``: their state row or null).
+    """
+    match = sent.column("match").combine_chunks()
     sent_rows = pa.table(
         {
             "email": sent.column("email"),
             "fingerprint": sent.column("fingerprint"),
             "status": pa.repeat(_code(IMPORTING), sent.num_rows),
-            "contact_id": sent.column("contact_id"),
+            "contact_id": state_rows.column("contact_id").take(match),
         }
     )
-    others = state_rows.filter(
-        pc.invert(pc.is_in(state_rows.column("email"), value_set=sent.column("email")))
-    )
+    # The state rows whose email is sent now are replaced by it: integers, not a set of emails.
+    replaced = match.drop_null()
+    others = state_rows
+    if len(replaced):
+        positions = pa.array(range(state_rows.num_rows), replaced.type)
+        others = state_rows.filter(pc.invert(pc.is_in(positions, value_set=replaced)))
+        del positions
     parts = [others, sent_rows]
     if removal is not None and removal.count:
         removing = pc.is_in(others.column("email"), value_set=removal.emails)
         status = pc.if_else(removing, _code(REMOVING), others.column("status"))
         others = others.set_column(2, "status", status)
-        listed_only = pc.invert(pc.is_in(removal.emails, value_set=others.column("email")))
+        # A set of the few emails removed, not of every state row's.
+        listed = others.column("email").filter(removing)
+        listed_only = pc.invert(pc.is_in(removal.emails, value_set=listed))
         outsiders = pa.table(
             {
                 "email": removal.emails.filter(listed_only),

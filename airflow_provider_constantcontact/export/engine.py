@@ -207,13 +207,13 @@ class SegmentExport:
             list_ids.append(create_or_find_list(hook, name, self.log))
         identity = state_identity(hook, list_ids, settings.plan.field_mapping)
         conn_id = settings.storage_conn_id
-        state = read_state(settings.state_path, conn_id, identity, self.log)
-        first_run = state is None
-        state = state or ExportState.empty(identity)
+        loaded = [read_state(settings.state_path, conn_id, identity, self.log)]
+        first_run = loaded[0] is None
         journal = read_journal(journal_path(settings.state_path), conn_id, identity)
+        # Handed over, no reference kept here: check_changes lets the rows read go once replaced.
         check = check_changes(
             hook,
-            state,
+            loaded.pop() or ExportState.empty(identity),
             list_ids,
             full_refresh=settings.full_refresh or first_run,
             mirror_hashes=scan.email_hashes if mirror else None,
@@ -228,6 +228,11 @@ class SegmentExport:
             full_refresh=settings.full_refresh,
             segment_hashes=scan.email_hashes if mirror else None,
         )
+        # Only the plan, the lists' counts and the metadata are needed from here on: let the
+        # listings and the checked state rows go before pass two (the plan has its own copy).
+        check.state = ExportState(check.state.table.schema.empty_table(), check.state.meta)
+        for entry in check.lists.values():
+            entry.listing = None
         if mirror:
             check_removal_guard(
                 sync.removals, max_removal_ratio=settings.max_removal_ratio, contacts=scan.contacts

@@ -34,6 +34,7 @@ from airflow_provider_constantcontact.export.state import (
     StateMeta,
     journal_path,
     mapping_fingerprint,
+    read_row_groups,
     remove_file,
     write_state,
 )
@@ -68,7 +69,7 @@ def read_journal(path: str, conn_id: str | None, identity: StateIdentity) -> pa.
         raw = (parquet.schema_arrow.metadata or {}).get(METADATA_KEY)
         if raw is None or identity.problems(StateMeta.from_json(raw, path).identity):
             return JOURNAL_SCHEMA.empty_table()
-        table = parquet.read()
+        table = read_row_groups(parquet, ["list_id", "email", "status"])
     return journal_rows(table.filter(pc.equal(table.column("status"), REMOVING)))
 
 
@@ -128,7 +129,7 @@ def commit_state(
     with target.open("rb") as handle:
         parquet = pq.ParquetFile(handle)
         meta = StateMeta.from_json((parquet.schema_arrow.metadata or {})[METADATA_KEY], path)
-        table = parquet.read()
+        table = read_row_groups(parquet)
     status = table.column("status")
     removing = pc.equal(status, REMOVING)
     if confirmed:
