@@ -36,7 +36,7 @@ def logged_messages(operator: ConstantContactSegmentExportOperator) -> list[str]
     not hasattr(BaseOperator, "dry_run"), reason="the Task SDK of Airflow 3.0 has no BaseOperator.dry_run()"
 )
 def test_base_operator_dry_run_is_callable_on_the_example_dags_tasks() -> None:
-    from airflow.dag_processing.dagbag import DagBag
+    from tests.airflow_compat import DagBag
 
     bag = DagBag(dag_folder=str(EXAMPLE_DAGS / "constantcontact_manual_export.py"))
     assert bag.import_errors == {}
@@ -115,7 +115,7 @@ def test_plan_only_and_dry_run_together_are_refused() -> None:
 
 
 def test_dag_file_with_dry_run_gets_the_warning_at_its_own_line(tmp_path: Path) -> None:
-    from airflow.dag_processing.dagbag import DagBag
+    from tests.airflow_compat import DagBag
 
     dag_file = tmp_path / "old_style.py"
     dag_file.write_text(

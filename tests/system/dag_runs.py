@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -100,3 +101,17 @@ def describe(result: subprocess.CompletedProcess, lines: int = 80) -> str:
     """The tail of a finished command's output, for assertion messages."""
     output = (result.stdout or "") + (result.stderr or "")
     return "\n".join(output.splitlines()[-lines:])
+
+
+def unwrapped(output: str) -> str:
+    """The output as one line, without colours or frames: Airflow 3.0 prints a failed task's
+    traceback with rich, which wraps the exception's message inside a framed, coloured box."""
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", output)
+    return " ".join(" ".join(line.strip(" │╭╮╰╯─❱") for line in plain.splitlines()).split())
+
+
+def searchable_output(result: subprocess.CompletedProcess) -> str:
+    """A run's stdout and stderr as printed, then once more unwrapped: messages can be found
+    whether or not the Airflow line framed and wrapped them."""
+    output = (result.stdout or "") + (result.stderr or "")
+    return f"{output}\n{unwrapped(output)}"

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.system.dag_runs import airflow_dags_test, latest_run, load_demo
+from tests.system.dag_runs import airflow_dags_test, latest_run, load_demo, searchable_output
 
 PROBE_DAGS = Path(__file__).parent / "probe_dags"
 IMPORT_PATH = "/v3/activities/contacts_json_import"
@@ -29,7 +29,7 @@ def run_probe(
 
 
 def output_of(result: subprocess.CompletedProcess) -> str:
-    return (result.stdout or "") + (result.stderr or "")
+    return searchable_output(result)
 
 
 def changes_made(sandbox: Any) -> list[str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -29,7 +28,7 @@ import pytest
 
 from tests.conftest import airflow_env
 from tests.operators.conftest import imports_in_log, write_parquet
-from tests.system.dag_runs import airflow_dags_test, describe, latest_run, load_demo
+from tests.system.dag_runs import airflow_dags_test, describe, latest_run, load_demo, searchable_output
 
 DAG_FILE = dedent(
     '''
@@ -112,15 +111,7 @@ def run_export(
         dags_folder=dags_folder,
         timeout=300,
     )
-    output = (result.stdout or "") + (result.stderr or "")
-    return result, f"{output}\n{unwrapped(output)}"
-
-
-def unwrapped(output: str) -> str:
-    """The output as one line, without colours or frames: Airflow 3.0 prints a failed task's
-    traceback with rich, which wraps the exception's message inside a framed, coloured box."""
-    plain = re.sub(r"\x1b\[[0-9;]*m", "", output)
-    return " ".join(" ".join(line.strip(" │╭╮╰╯─❱") for line in plain.splitlines()).split())
+    return result, searchable_output(result)
 
 
 def succeeded(result: subprocess.CompletedProcess, dag_id: str) -> dict[str, Any]:
