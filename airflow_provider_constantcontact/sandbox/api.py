@@ -23,12 +23,10 @@ from airflow_provider_constantcontact.sandbox.constants import (
 from airflow_provider_constantcontact.sandbox.contacts_api import get_contacts
 from airflow_provider_constantcontact.sandbox.errors import (
     bad_request,
-    error_list,
-    not_found,
     reject_unknown_properties,
 )
 from airflow_provider_constantcontact.sandbox.imports import take_import, validate_contacts
-from airflow_provider_constantcontact.sandbox.routing import Request, int_param, require_json
+from airflow_provider_constantcontact.sandbox.routing import Request, dispatch, int_param, require_json
 from airflow_provider_constantcontact.sandbox.state import SandboxState
 
 _MAX_SNAPSHOTS = 64
@@ -65,17 +63,7 @@ class Api:
 
     def dispatch(self, request: Request) -> tuple[int, Any]:
         """Run the route matching the request; 404/405 otherwise."""
-        path = request.path.rstrip("/") or "/"
-        allowed = False
-        for method, pattern, handler in self._routes:
-            match = pattern.fullmatch(path)
-            if match:
-                allowed = True
-                if method == request.method:
-                    return handler(request, *match.groups())
-        if allowed:
-            raise error_list(405, "method_not_allowed", "Method Not Allowed")
-        raise not_found("The requested resource does not exist.")
+        return dispatch(self._routes, request)
 
     # -- pagination --------------------------------------------------------------------------
 

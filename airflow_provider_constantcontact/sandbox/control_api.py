@@ -13,8 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 from airflow_provider_constantcontact.sandbox.activities import iso
-from airflow_provider_constantcontact.sandbox.errors import bad_request, error_list, not_found
-from airflow_provider_constantcontact.sandbox.routing import Request, require_json
+from airflow_provider_constantcontact.sandbox.errors import bad_request, not_found
+from airflow_provider_constantcontact.sandbox.routing import Request, dispatch, require_json
 from airflow_provider_constantcontact.sandbox.state import SandboxState
 
 CONTROL_PREFIX = "/sandbox"
@@ -45,17 +45,7 @@ class ControlApi:
 
     def dispatch(self, request: Request) -> tuple[int, Any]:
         """Run the route matching the request; 404/405 otherwise."""
-        path = request.path.rstrip("/")
-        allowed = False
-        for method, pattern, handler in self._routes:
-            match = pattern.fullmatch(path)
-            if match:
-                allowed = True
-                if method == request.method:
-                    return handler(request, *match.groups())
-        if allowed:
-            raise error_list(405, "method_not_allowed", "Method Not Allowed")
-        raise not_found("The requested resource does not exist.")
+        return dispatch(self._routes, request)
 
     def leave_list(self, request: Request, list_id: str) -> tuple[int, Any]:
         emails = _emails(request)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_constantcontact.sandbox.errors import bad_request, error_list
+from airflow_provider_constantcontact.sandbox.errors import bad_request, error_list, not_found
 from airflow_provider_constantcontact.sandbox.imports import parse_json_body
 
 
@@ -41,3 +43,22 @@ def require_json(request: Request) -> Any:
     if "json" not in content_type.lower():
         raise error_list(415, "unsupported_media_type", "Content-Type must be application/json.")
     return parse_json_body(request.body)
+
+
+#: (method, path pattern, handler taking the request and the pattern's groups).
+Route = tuple[str, "re.Pattern[str]", Callable[..., tuple[int, Any]]]
+
+
+def dispatch(routes: Sequence[Route], request: Request) -> tuple[int, Any]:
+    """Run the route matching the request's method and path; 405 when only the method differs, else 404."""
+    path = request.path.rstrip("/") or "/"
+    allowed = False
+    for method, pattern, handler in routes:
+        match = pattern.fullmatch(path)
+        if match:
+            allowed = True
+            if method == request.method:
+                return handler(request, *match.groups())
+    if allowed:
+        raise error_list(405, "method_not_allowed", "Method Not Allowed")
+    raise not_found("The requested resource does not exist.")
