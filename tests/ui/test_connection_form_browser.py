@@ -102,7 +102,7 @@ def ui_test_button_name() -> str | None:
     button, Save (``pages/Connections/ConnectionForm.tsx``, lines 250-256), nothing reads
     ``test_connection`` but the test mocks (``mocks/handlers/config.ts``, line 34), and the built
     bundle (``ui/dist/assets/index-*.js``) holds ``/api/v2/connections/test`` only in the generated
-    API client, which no page calls. The row's button arrived with 3.1.
+    API client, which no page calls. 3.1.8, the next line tested, has the row's button.
     """
     return None if Version(airflow_version) < Version("3.1") else "Test Connection"
 
