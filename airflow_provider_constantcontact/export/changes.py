@@ -26,15 +26,16 @@ import pyarrow.compute as pc
 
 from airflow_provider_constantcontact.constants import MAX_PAGE_SIZE
 from airflow_provider_constantcontact.exceptions import ConstantContactNotFoundError
+from airflow_provider_constantcontact.export import lookup
 from airflow_provider_constantcontact.export.cleaning import normalize_emails
 from airflow_provider_constantcontact.export.dedup import chunk_email_hashes
+from airflow_provider_constantcontact.export.mirror import ListRemovals
+from airflow_provider_constantcontact.export.reconcile import reconcile
 from airflow_provider_constantcontact.export.state import (
     IMPORTING,
-    LEFT,
     MEMBER,
     REMOVING,
     SENT,
-    UNSUBSCRIBED,
     ExportState,
     state_table,
 )
@@ -48,6 +49,8 @@ MAX_STATE_AGE = timedelta(days=10)
 WATERMARK_MARGIN = timedelta(hours=1)
 #: Log a full listing's progress every this many pages.
 PROGRESS_EVERY_PAGES = 20
+#: A full listing's pages are joined into one Arrow chunk every this many pages (50,000 members).
+PAGES_PER_CHUNK = 100
 
 _PAGE_SCHEMA = pa.schema(
     [
@@ -68,8 +71,9 @@ class ListCheck:
     mode: str
     #: Members now (membership_count, or the listing's length).
     members: int
-    #: The listing (email, contact_id, unsubscribed) after a full read; None after a cheap check.
-    listing: pa.Table | None = None
+    #: Mirror mode, after a full read: the listed members not in the segment (the listing itself
+    #: is not kept). None: the removals come from the state rows.
+    removals: ListRemovals | None = None
     left: int = 0
     unsubscribed: int = 0
     joined: int = 0
@@ -134,130 +138,6 @@ def _page_table(page: Sequence[dict[str, Any]], list_id: str | None) -> tuple[pa
     return table, latest
 
 
-def reconcile(
-    rows: pa.Table, seen: pa.Table, journal: pa.Array, *, complete: bool
-) -> tuple[pa.Table, dict[str, int]]:
-    """Apply what was seen of one list to its state rows; the new rows and the counts of changes.
-
-    ``rows``: the list's state (email, fingerprint, status, contact_id). ``seen``: contacts read
-    (email, m_contact_id, m_member, m_unsub); ``complete`` when they are every member of the list
-    (a full listing: a state row not seen is not a member). ``journal``: emails the export itself
-    removed (or was removing): gone from the list, they are dropped, not taken for leavers.
-    """
-    seen = seen.filter(pc.not_equal(seen.column("email"), ""))
-    if pc.count_distinct(seen.column("email")).as_py() < seen.num_rows:  # a listing's emails are distinct
-        seen = (
-            seen.group_by("email", use_threads=False)
-            .aggregate([("m_contact_id", "first"), ("m_member", "any"), ("m_unsub", "any")])
-            .rename_columns(["email", "m_contact_id", "m_member", "m_unsub"])
-        )
-    untouched = None
-    if not complete:
-        # A state row not seen is as it was (no change, no count): only the rows seen are joined,
-        # not a copy of the whole list's rows.
-        touched = pc.is_in(rows.column("email"), value_set=seen.column("email"))
-        if pc.any(touched).as_py():
-            untouched = rows.filter(pc.invert(touched))
-            rows = rows.filter(touched)
-        else:  # a quiet day: nothing to copy
-            untouched, rows = rows, rows.slice(0, 0)
-    joined = _full_outer(rows, seen)
-    old = joined.column("status").combine_chunks()
-    was_seen = pc.is_valid(joined.column("m_member"))
-    member = was_seen if complete else pc.fill_null(joined.column("m_member"), False)
-    gone = pc.invert(was_seen) if complete else pc.and_(was_seen, pc.invert(member))
-    unsub = pc.and_(was_seen, pc.fill_null(joined.column("m_unsub"), False))
-    in_journal = pc.is_in(joined.column("email"), value_set=journal)
-    known = pc.is_valid(old)
-    old_filled = pc.fill_null(old, pa.scalar(-1, pa.int8()))
-    is_member = pc.equal(old_filled, MEMBER)
-    out_of_list = pc.is_in(old_filled, value_set=pa.array([LEFT, UNSUBSCRIBED], pa.int8()))
-
-    def code(value: int) -> pa.Scalar:
-        return pa.scalar(value, pa.int8())
-
-    status = pc.case_when(
-        pc.make_struct(
-            pc.and_(pc.invert(known), member),  # a member the state did not know: joined outside
-            pc.and_(known, unsub),
-            pc.and_(is_member, pc.and_(gone, in_journal)),  # removed by the export: dropped below
-            pc.and_(is_member, gone),
-            pc.and_(out_of_list, member),  # came back by themselves
-        ),
-        code(MEMBER),
-        code(UNSUBSCRIBED),
-        code(-1),
-        code(LEFT),
-        code(MEMBER),
-        old_filled,
-    )
-    keep = pc.not_equal(status, -1)
-    counts = {
-        "left": _count(pc.and_(is_member, pc.equal(status, LEFT))),
-        "unsubscribed": _count(
-            pc.and_(pc.invert(out_of_list), pc.and_(known, pc.equal(status, UNSUBSCRIBED)))
-        ),
-        "joined": _count(
-            pc.and_(pc.invert(pc.and_(known, pc.invert(out_of_list))), pc.equal(status, MEMBER))
-        ),
-        "removed_by_export": _count(pc.and_(known, pc.invert(keep))),
-    }
-    # Departures counted for the membership check: members no more (left, dropped, unsubscribed ones
-    # counted apart because either reading of membership_count is accepted).
-    counts["departed"] = counts["left"] + counts["removed_by_export"]
-    result = pa.table(
-        {
-            "email": joined.column("email"),
-            "fingerprint": joined.column("fingerprint"),
-            "status": status,
-            "contact_id": pc.coalesce(joined.column("m_contact_id"), joined.column("contact_id")),
-        }
-    ).filter(keep)
-    if untouched is not None and untouched.num_rows:
-        result = pa.concat_tables([untouched.select(result.column_names).cast(result.schema), result])
-    return result, counts
-
-
-def _full_outer(rows: pa.Table, seen: pa.Table) -> pa.Table:
-    """``rows`` full-outer-joined with ``seen`` (distinct emails) on the email, by index lookup.
-
-    The state rows each with what was seen of their email (nulls when not seen), then the seen
-    emails no state row has. Leaner than an Acero hash join of a million strings a side.
-    """
-    match = pc.index_in(rows.column("email"), value_set=seen.column("email").combine_chunks())
-    seen_columns = [seen.column(name).combine_chunks() for name in ("m_contact_id", "m_member", "m_unsub")]
-    known = pa.table(
-        [
-            *(rows.column(name) for name in ("email", "fingerprint", "status", "contact_id")),
-            *(column.take(match) for column in seen_columns),
-        ],
-        names=["email", "fingerprint", "status", "contact_id", "m_contact_id", "m_member", "m_unsub"],
-    )
-    matched = match.drop_null()
-    unknown = seen
-    if len(matched):
-        positions = pa.array(range(seen.num_rows), matched.type)
-        unknown = seen.filter(pc.invert(pc.is_in(positions, value_set=matched)))
-    count = unknown.num_rows
-    others = pa.table(
-        [
-            unknown.column("email"),
-            pa.nulls(count, known.schema.field("fingerprint").type),
-            pa.nulls(count, known.schema.field("status").type),
-            pa.nulls(count, known.schema.field("contact_id").type),
-            unknown.column("m_contact_id"),
-            unknown.column("m_member"),
-            unknown.column("m_unsub"),
-        ],
-        schema=known.schema,
-    )
-    return pa.concat_tables([known, others])
-
-
-def _count(mask: pa.Array | pa.ChunkedArray) -> int:
-    return int(pc.sum(pc.cast(mask, pa.int64())).as_py() or 0)
-
-
 class ChangeReader:
     """Reads what changed for the state's lists, as cheaply as can be trusted (see the module doc)."""
 
@@ -313,6 +193,7 @@ class ChangeReader:
     def read_list(self, list_id: str) -> tuple[pa.Table, str | None]:
         """Every member of ``list_id`` (email, contact id, unsubscribed); the latest updated_at."""
         started = time.monotonic()
+        chunks: list[pa.Table] = []
         pages: list[pa.Table] = []
         latest: str | None = None
         requests = members = 0
@@ -323,6 +204,9 @@ class ChangeReader:
                 table, page_latest = _page_table(page, None)
                 pages.append(table)
                 latest = _later(latest, page_latest)
+            if len(pages) == PAGES_PER_CHUNK:  # a few large chunks, not 2,000 small ones
+                chunks.append(pa.concat_tables(pages).combine_chunks())
+                pages = []
             if requests % PROGRESS_EVERY_PAGES == 0:
                 self.log.info(
                     "Reading the members of list %s: %d so far in %d requests (%.0fs)",
@@ -332,7 +216,9 @@ class ChangeReader:
                     time.monotonic() - started,
                 )
         self.requests += requests
-        listing = pa.concat_tables(pages) if pages else _PAGE_SCHEMA.empty_table()
+        if pages:
+            chunks.append(pa.concat_tables(pages).combine_chunks())
+        listing = pa.concat_tables(chunks) if chunks else _PAGE_SCHEMA.empty_table()
         self.log.info(
             "List %s has %d members (read in full: %d requests, %.1fs)",
             list_id,
@@ -448,15 +334,18 @@ def check_changes(
                     f"membership_count {count} is not {predicted_low}..{predicted_high} as the state predicts"
                 )
                 continue
-            if mirror_hashes is not None and _removals_lack_ids(new_rows, mirror_hashes):
-                full[list_id] = "a member to remove has no known contact id"
-                continue
+            removals = None
+            if mirror_hashes is not None:
+                removals = _state_removals(list_id, new_rows, count, mirror_hashes)
+                if removals.contact_ids.null_count:
+                    full[list_id] = "a member to remove has no known contact id"
+                    continue
             rows[list_id] = new_rows
             result.lists[list_id] = ListCheck(
                 list_id,
                 "incremental",
                 count,
-                None,
+                removals,
                 found["left"],
                 found["unsubscribed"],
                 found["joined"],
@@ -466,13 +355,16 @@ def check_changes(
         log.info("Reading list %s in full: %s", list_id, reason)
         listing, latest = reader.read_list(list_id)
         watermark = _later(watermark, latest)
+        removals = None if mirror_hashes is None else _listed_removals(list_id, listing, mirror_hashes)
         new_rows, found = reconcile(rows[list_id], listing, _journal_of(journal, list_id), complete=True)
+        members = listing.num_rows
+        del listing  # only the state rows and the removals are needed from here on
         rows[list_id] = new_rows
         result.lists[list_id] = ListCheck(
             list_id,
             "full",
-            listing.num_rows,
-            listing,
+            members,
+            removals,
             found["left"],
             found["unsubscribed"],
             found["joined"],
@@ -486,14 +378,29 @@ def check_changes(
     return result
 
 
-def _removals_lack_ids(rows: pa.Table, segment_hashes: pa.Array) -> bool:
-    """Whether some member to remove (in the state as a member, not in the segment) has no contact id."""
+def _listed_removals(list_id: str, listing: pa.Table, segment_hashes: pa.Array) -> ListRemovals:
+    """The members of a full listing whose email is in no row of the segment (mirror mode)."""
+    # Hashed where they are: only the leavers are copied.
+    leave = pc.invert(lookup.is_in(chunk_email_hashes(listing.column("email")), segment_hashes))
+    return ListRemovals(
+        list_id,
+        listing.num_rows,
+        listing.column("m_contact_id").filter(leave).combine_chunks(),
+        listing.column("email").filter(leave).combine_chunks(),
+    )
+
+
+def _state_removals(list_id: str, rows: pa.Table, members: int, segment_hashes: pa.Array) -> ListRemovals:
+    """The state's members of a list (cheaply checked) whose email is in no row of the segment."""
     current = pc.is_in(rows.column("status"), value_set=pa.array([MEMBER, SENT], pa.int8()))
-    if not pc.any(current).as_py():
-        return False
-    # Hashed where they are: no copy of a million members' rows.
-    leaving = pc.invert(pc.is_in(chunk_email_hashes(rows.column("email")), value_set=segment_hashes))
-    return bool(pc.any(pc.and_(pc.and_(current, leaving), pc.is_null(rows.column("contact_id")))).as_py())
+    leave = pc.invert(lookup.is_in(chunk_email_hashes(rows.column("email")), segment_hashes))
+    leave = pc.and_(current, leave)
+    return ListRemovals(
+        list_id,
+        members,
+        rows.column("contact_id").filter(leave).combine_chunks(),
+        rows.column("email").filter(leave).combine_chunks(),
+    )
 
 
 JOURNAL_SCHEMA = pa.schema([pa.field("list_id", pa.string()), pa.field("email", pa.string())])

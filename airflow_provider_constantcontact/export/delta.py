@@ -16,15 +16,14 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from airflow_provider_constantcontact.export import lookup
 from airflow_provider_constantcontact.export.changes import ChangeCheck
-from airflow_provider_constantcontact.export.dedup import chunk_email_hashes
 from airflow_provider_constantcontact.export.mirror import ListRemovals
 from airflow_provider_constantcontact.export.state import (
     IMPORTING,
     LEFT,
     MEMBER,
     REMOVING,
-    SENT,
     UNSUBSCRIBED,
     ExportState,
     state_table,
@@ -73,25 +72,23 @@ def plan_sync(
     rows_read: int,
     *,
     full_refresh: bool,
-    segment_hashes: pa.Array | None,
 ) -> SyncPlan:
     """The plan for ``list_ids`` (bit i = list i) from the checked state and the segment's contacts.
 
     ``contacts``: one row per valid distinct contact (``row`` uint32, ``email``, ``fingerprint``).
-    ``segment_hashes``: mirror mode, the hashes of every email of the segment's rows.
+    Mirror removals come from ``check`` (found when the lists' changes were read).
     """
-    rows = contacts.column("row").combine_chunks()
     mask_of_contact = pa.repeat(pa.scalar(0, pa.uint64()), contacts.num_rows)
     reason_of_contact = pa.repeat(_code(KEPT_UNCHANGED), contacts.num_rows)
     plan = SyncPlan(masks=pa.array([], pa.uint64()), kept=pa.array([], pa.int8()))
     journal_tables: list[pa.Table] = []
-    emails = contacts.column("email").combine_chunks()
-    new_fingerprints = contacts.column("fingerprint").combine_chunks()
+    emails = contacts.column("email")
+    new_fingerprints = contacts.column("fingerprint")
     for bit, list_id in enumerate(list_ids):
         state_rows = check.state.for_list(list_id)
         # Per contact, the position of its email among the list's state rows (null: new to the
         # list): a lookup in contact order, not a join's wide copy of both sides to sort back.
-        match = pc.index_in(emails, value_set=state_rows.column("email").combine_chunks())
+        match = lookup.index_in(emails, state_rows.column("email"))
         status = pc.fill_null(state_rows.column("status").take(match), _code(-1)).combine_chunks()
         new = pc.equal(status, -1)
         out = pc.is_in(status, value_set=pa.array([LEFT, UNSUBSCRIBED], pa.int8()))
@@ -120,7 +117,7 @@ def plan_sync(
             left=_count(pc.equal(status, LEFT)),
             unsubscribed=_count(pc.equal(status, UNSUBSCRIBED)),
         )
-        removal = _removals(check, list_id, state_rows, segment_hashes)
+        removal = check.lists[list_id].removals
         if removal is not None:
             plan.removals.append(removal)
         sent = pa.table(
@@ -133,9 +130,11 @@ def plan_sync(
         del match, status, new, out, same, confirmed_same, skip, send
         journal_tables.append(_journal_rows(list_id, state_rows, sent, removal))
         del sent, state_rows
-    plan.masks = _scatter(rows, mask_of_contact, rows_read, pa.uint64())
+    # Per contact -> per segment row (rows of no contact: 0).
+    contact_rows = lookup.positions_mask(contacts.column("row"), rows_read)
+    plan.masks = _scatter(contact_rows, mask_of_contact, pa.uint64())
     kept = pc.if_else(pc.equal(mask_of_contact, 0), reason_of_contact, _code(0))
-    plan.kept = _scatter(rows, kept, rows_read, pa.int8())
+    plan.kept = _scatter(contact_rows, kept, pa.int8())
     plan.journal = ExportState(pa.concat_tables(journal_tables), check.state.meta)
     return plan
 
@@ -144,44 +143,12 @@ def _count(mask: pa.Array | pa.ChunkedArray) -> int:
     return int(pc.sum(pc.cast(mask, pa.int64())).as_py() or 0)
 
 
-def _scatter(rows: pa.Array, values: pa.Array, length: int, data_type: pa.DataType) -> pa.Array:
-    """A ``length`` array of zeros with ``values`` placed at ``rows`` (ascending row numbers)."""
-    if not len(rows):
-        return pa.repeat(pa.scalar(0, data_type), length)
-    # Positions: for each of the length slots, the index into values (or null when absent).
-    slots = pa.repeat(pa.scalar(None, pa.int64()), length)
-    index = pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), len(rows)))
-    slots = pc.replace_with_mask(
-        slots,
-        pc.is_in(pa.array(range(length), pa.int64()), value_set=rows.cast(pa.int64())),
-        pc.subtract(index, 1),
-    )
-    return pc.fill_null(pc.take(values, slots), pa.scalar(0, data_type)).cast(data_type)
-
-
-def _removals(
-    check: ChangeCheck, list_id: str, state_rows: pa.Table, segment_hashes: pa.Array | None
-) -> ListRemovals | None:
-    """Mirror mode: the members of ``list_id`` not in the segment (full listing, else the state's members)."""
-    if segment_hashes is None:
-        return None
-    listed = check.lists[list_id]
-    if listed.listing is not None:
-        members = listed.listing.rename_columns(["email", "contact_id", "member", "unsub"])
-        current = None
-    else:
-        members = state_rows
-        current = pc.is_in(state_rows.column("status"), value_set=pa.array([MEMBER, SENT], pa.int8()))
-    # Hashed where they are (no copy of a million members' rows); only the leavers are copied.
-    leave = pc.invert(pc.is_in(chunk_email_hashes(members.column("email")), value_set=segment_hashes))
-    if current is not None:
-        leave = pc.and_(current, leave)
-    return ListRemovals(
-        list_id,
-        listed.members,
-        members.column("contact_id").filter(leave).combine_chunks(),
-        members.column("email").filter(leave).combine_chunks(),
-    )
+def _scatter(rows: pa.Array, values: pa.Array | pa.ChunkedArray, data_type: pa.DataType) -> pa.Array:
+    """Zeros, with ``values`` (in row order) where ``rows`` (a boolean mask) is true."""
+    zeros = pa.repeat(pa.scalar(0, data_type), len(rows))
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    return pc.replace_with_mask(zeros, rows, values.cast(data_type))
 
 
 def _journal_rows(
@@ -190,38 +157,55 @@ def _journal_rows(
     """The list's state as it will be once this run's changes are confirmed (IMPORTING / REMOVING marked).
 
     ``sent``: the contacts sent to the list (email, fingerprint, ``match``: their state row or null).
+    A sent contact the state has a row for updates that row where it is (fingerprint and status
+    only: the emails and contact ids of a million rows are shared, not copied); the others are new.
     """
     match = sent.column("match").combine_chunks()
-    sent_rows = pa.table(
-        {
-            "email": sent.column("email"),
-            "fingerprint": sent.column("fingerprint"),
-            "status": pa.repeat(_code(IMPORTING), sent.num_rows),
-            "contact_id": state_rows.column("contact_id").take(match),
-        }
-    )
-    # The state rows whose email is sent now are replaced by it: integers, not a set of emails.
-    replaced = match.drop_null()
-    others = state_rows
-    if len(replaced):
-        positions = pa.array(range(state_rows.num_rows), replaced.type)
-        others = state_rows.filter(pc.invert(pc.is_in(positions, value_set=replaced)))
-        del positions
-    parts = [others, sent_rows]
-    if removal is not None and removal.count:
-        removing = pc.is_in(others.column("email"), value_set=removal.emails)
-        status = pc.if_else(removing, _code(REMOVING), others.column("status"))
-        others = others.set_column(2, "status", status)
-        # A set of the few emails removed, not of every state row's.
-        listed = others.column("email").filter(removing)
-        listed_only = pc.invert(pc.is_in(removal.emails, value_set=listed))
-        outsiders = pa.table(
-            {
-                "email": removal.emails.filter(listed_only),
-                "fingerprint": pa.nulls(_count(listed_only), pa.int64()),
-                "status": pa.repeat(_code(REMOVING), _count(listed_only)),
-                "contact_id": removal.contact_ids.filter(listed_only),
-            }
+    known = pc.is_valid(match)
+    positions = match.filter(known)
+    updated = state_rows
+    if len(positions):
+        replaced = lookup.positions_mask(positions, state_rows.num_rows)
+        # replace_with_mask fills the replaced rows in row order: the fingerprints sorted to match.
+        in_row_order = sent.column("fingerprint").filter(known).take(pc.sort_indices(positions))
+        fingerprints = pc.replace_with_mask(
+            state_rows.column("fingerprint").combine_chunks(), replaced, _plain(in_row_order)
         )
-        parts = [others, sent_rows, outsiders]
-    return state_table(list_id, pa.concat_tables([part.cast(parts[1].schema) for part in parts]))
+        status = pc.if_else(replaced, _code(IMPORTING), state_rows.column("status"))
+        updated = state_rows.set_column(1, "fingerprint", fingerprints).set_column(2, "status", status)
+    new = pc.invert(known)
+    added = _count(new)
+    parts = [
+        updated,
+        pa.table(
+            {
+                "email": sent.column("email").filter(new),
+                "fingerprint": sent.column("fingerprint").filter(new),
+                "status": pa.repeat(_code(IMPORTING), added),
+                "contact_id": pa.nulls(added, pa.string()),
+            }
+        ),
+    ]
+    if removal is not None and removal.count:
+        removing = lookup.is_in(updated.column("email"), removal.emails)
+        status = pc.if_else(removing, _code(REMOVING), updated.column("status"))
+        parts[0] = updated.set_column(2, "status", status)
+        # A set of the few emails removed, not of every state row's.
+        listed = updated.column("email").filter(removing)
+        listed_only = pc.invert(lookup.is_in(removal.emails, listed))
+        parts.append(
+            pa.table(
+                {
+                    "email": removal.emails.filter(listed_only),
+                    "fingerprint": pa.nulls(_count(listed_only), pa.int64()),
+                    "status": pa.repeat(_code(REMOVING), _count(listed_only)),
+                    "contact_id": removal.contact_ids.filter(listed_only),
+                }
+            )
+        )
+    schema = parts[1].schema
+    return state_table(list_id, pa.concat_tables([part.cast(schema) for part in parts]))
+
+
+def _plain(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values

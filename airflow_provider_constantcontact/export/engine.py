@@ -226,13 +226,10 @@ class SegmentExport:
             scan.fingerprinted if scan.fingerprinted is not None else pa.table({}),
             scan.rows_read,
             full_refresh=settings.full_refresh,
-            segment_hashes=scan.email_hashes if mirror else None,
         )
         # Only the plan, the lists' counts and the metadata are needed from here on: let the
-        # listings and the checked state rows go before pass two (the plan has its own copy).
+        # checked state rows go before pass two (the plan has its own copy).
         check.state = ExportState(check.state.table.schema.empty_table(), check.state.meta)
-        for entry in check.lists.values():
-            entry.listing = None
         if mirror:
             check_removal_guard(
                 sync.removals, max_removal_ratio=settings.max_removal_ratio, contacts=scan.contacts

@@ -123,7 +123,8 @@ def scan_segment(
     distinct = None
     if fingerprint:
         distinct = pa.concat_tables(fingerprinted) if fingerprinted else _FINGERPRINTED.empty_table()
-        distinct = distinct.filter(pc.equal(duplicate_mask.take(distinct.column("row")), 0))
+        if duplicates:  # else no copy of a million rows
+            distinct = distinct.filter(pc.equal(duplicate_mask.take(distinct.column("row")), 0))
     scan = SegmentScan(
         codes=pa.chunked_array(codes, pa.int8()),
         duplicate_mask=duplicate_mask,

@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -25,6 +27,8 @@ from airflow_provider_constantcontact.exceptions import ExportStateError
 from airflow_provider_constantcontact.export.rejects import ParquetOutput, output_path
 
 FORMAT_VERSION = 1
+#: Rows a row group of a state file (and of its journal, which the commit reads a group at a time).
+ROW_GROUP_ROWS = 262_144
 METADATA_KEY = b"constantcontact.export_state"
 
 #: Status codes (int8). MEMBER: imported and confirmed; SENT: imported, confirmation pending;
@@ -266,14 +270,26 @@ def read_row_groups(parquet: pq.ParquetFile, columns: list[str] | None = None) -
 
 def write_state(path: str, state: ExportState, conn_id: str | None) -> None:
     """Write ``state`` to ``path`` atomically (temporary name, then rename)."""
-    output = ParquetOutput(path, SCHEMA.with_metadata({METADATA_KEY: state.meta.to_json()}), conn_id=conn_id)
+    write_state_batches(path, state.meta, [state.table], conn_id)
+
+
+def write_state_batches(
+    path: str, meta: StateMeta, tables: Iterable[pa.Table], conn_id: str | None
+) -> dict[str, int]:
+    """Write the rows of ``tables`` with ``meta`` to ``path`` atomically; the status counts written."""
+    output = ParquetOutput(path, SCHEMA.with_metadata({METADATA_KEY: meta.to_json()}), conn_id=conn_id)
+    counts: Counter[str] = Counter()
     try:
-        for batch in state.table.cast(SCHEMA).to_batches(max_chunksize=262_144):
-            output.write(batch)
+        for table in tables:
+            table = table.cast(SCHEMA)
+            counts.update(ExportState(table, meta).counts())
+            for batch in table.to_batches(max_chunksize=ROW_GROUP_ROWS):
+                output.write(batch)
     except BaseException:
         output.abort()
         raise
     output.close()
+    return dict(counts)
 
 
 def remove_file(path: str, conn_id: str | None) -> None:

@@ -36,7 +36,7 @@ from airflow_provider_constantcontact.export.state import (
     mapping_fingerprint,
     read_row_groups,
     remove_file,
-    write_state,
+    write_state_batches,
 )
 
 if TYPE_CHECKING:
@@ -81,16 +81,12 @@ def stage_journal(sync: SyncPlan, check: ChangeCheck, identity: StateIdentity) -
     unsubscribed members (counted by one reading of ``membership_count``, not by the other).
     """
     assert sync.journal is not None
-    table = sync.journal.table
     expected: dict[str, list[int]] = {}
     full_at = dict(check.state.meta.full_listing_at)
     for list_id, entry in check.lists.items():
         removed = next((plan.count for plan in sync.removals if plan.list_id == list_id), 0)
-        mine = pc.equal(table.column("list_id").cast(pa.string()), list_id)
-        unsubscribed = int(
-            pc.sum(pc.cast(pc.and_(mine, pc.equal(table.column("status"), UNSUBSCRIBED)), pa.int64())).as_py()
-            or 0
-        )
+        status = sync.journal.for_list(list_id).column("status")
+        unsubscribed = int(pc.sum(pc.cast(pc.equal(status, UNSUBSCRIBED), pa.int64())).as_py() or 0)
         base = entry.members - removed
         expected[list_id] = [max(base - unsubscribed, 0), base + sync.lists[list_id].to_add + unsubscribed]
         if entry.mode == "full":
@@ -104,7 +100,7 @@ def stage_journal(sync: SyncPlan, check: ChangeCheck, identity: StateIdentity) -
         # next check read the last big import back.
         own_changes=check.state.meta.own_changes,
     )
-    return ExportState(table, meta)
+    return ExportState(sync.journal.table, meta)
 
 
 def commit_state(
@@ -129,15 +125,42 @@ def commit_state(
     with target.open("rb") as handle:
         parquet = pq.ParquetFile(handle)
         meta = StateMeta.from_json((parquet.schema_arrow.metadata or {})[METADATA_KEY], path)
-        table = read_row_groups(parquet)
+        meta = _committed_meta(hook, meta, activity_ids, confirmed=confirmed)
+        # A row group at a time: the journal is never whole in memory.
+        counts = write_state_batches(
+            state_path,
+            meta,
+            (
+                _committed_rows(parquet.read_row_group(index, use_threads=False), confirmed=confirmed)
+                for index in range(parquet.num_row_groups)
+            ),
+            conn_id,
+        )
+    remove_file(path, conn_id)
+    log.info(
+        "Export state written to %s (%s): %s",
+        state_path,
+        "confirmed" if confirmed else "imports not yet confirmed: the next run checks them",
+        counts,
+    )
+    return counts
+
+
+def _committed_rows(table: pa.Table, *, confirmed: bool) -> pa.Table:
+    """Journal rows as committed: ``importing`` -> member (or sent), ``removing`` dropped once confirmed."""
     status = table.column("status")
-    removing = pc.equal(status, REMOVING)
     if confirmed:
-        table = table.filter(pc.invert(removing))
+        table = table.filter(pc.not_equal(status, REMOVING))
         status = table.column("status")
     after = pa.scalar(MEMBER if confirmed else SENT, pa.int8())
     status = pc.if_else(pc.equal(status, IMPORTING), after, status)
-    table = table.set_column(table.schema.get_field_index("status"), "status", status)
+    return table.set_column(table.schema.get_field_index("status"), "status", status)
+
+
+def _committed_meta(
+    hook: ConstantContactHook, meta: StateMeta, activity_ids: Sequence[str], *, confirmed: bool
+) -> StateMeta:
+    """The journal's metadata as committed: counts read back, the window of the run's own changes."""
     members = dict(meta.members_expected)
     if confirmed and activity_ids:
         wanted = set(meta.identity.list_ids)
@@ -157,24 +180,11 @@ def commit_state(
         # count check covers the rest), so a full listing of old contacts is not read again.
         if begin and (watermark is None or begin > watermark):
             watermark = begin
-    state = ExportState(
-        table.replace_schema_metadata(None),
-        replace(
-            meta,
-            watermark=watermark,
-            own_changes=own_changes,
-            members_expected=members,
-            pending_activity_ids=[] if confirmed else list(activity_ids),
-            written_at=_now(),
-        ),
+    return replace(
+        meta,
+        watermark=watermark,
+        own_changes=own_changes,
+        members_expected=members,
+        pending_activity_ids=[] if confirmed else list(activity_ids),
+        written_at=_now(),
     )
-    write_state(state_path, state, conn_id)
-    remove_file(path, conn_id)
-    counts = state.counts()
-    log.info(
-        "Export state written to %s (%s): %s",
-        state_path,
-        "confirmed" if confirmed else "imports not yet confirmed: the next run checks them",
-        counts,
-    )
-    return counts

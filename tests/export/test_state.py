@@ -10,7 +10,8 @@ import pyarrow as pa
 import pytest
 
 from airflow_provider_constantcontact.exceptions import ExportStateError
-from airflow_provider_constantcontact.export.changes import check_changes, reconcile
+from airflow_provider_constantcontact.export.changes import check_changes
+from airflow_provider_constantcontact.export.reconcile import reconcile
 from airflow_provider_constantcontact.export.state import (
     LEFT,
     MEMBER,

@@ -1,0 +1,141 @@
+"""Apply what was read of one list in Constant Contact to the list's export-state rows.
+
+What was read is either the list's full listing (every member) or the contacts that changed
+since the last run (member of the list or not). Both are matched with the state rows on the
+normalised email by bucketed Arrow lookups (:mod:`.lookup`), never Python objects per contact,
+and a row is copied only where something about it changed.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from airflow_provider_constantcontact.export import lookup
+from airflow_provider_constantcontact.export.state import LEFT, MEMBER, UNSUBSCRIBED
+
+
+def reconcile(
+    rows: pa.Table, seen: pa.Table, journal: pa.Array, *, complete: bool
+) -> tuple[pa.Table, dict[str, int]]:
+    """Apply what was seen of one list to its state rows; the new rows and the counts of changes.
+
+    ``rows``: the list's state (email, fingerprint, status, contact_id). ``seen``: contacts read
+    (email, m_contact_id, m_member, m_unsub); ``complete`` when they are every member of the list
+    (a full listing: a state row not seen is not a member). ``journal``: emails the export itself
+    removed (or was removing): gone from the list, they are dropped, not taken for leavers.
+    """
+    empty = pc.equal(seen.column("email"), "")
+    if pc.any(empty).as_py():
+        seen = seen.filter(pc.invert(empty))
+    if lookup.has_duplicates(seen.column("email")):  # a listing's emails are distinct
+        seen = (
+            seen.group_by("email", use_threads=False)
+            .aggregate([("m_contact_id", "first"), ("m_member", "any"), ("m_unsub", "any")])
+            .rename_columns(["email", "m_contact_id", "m_member", "m_unsub"])
+        )
+    untouched = None
+    if not complete:
+        # A state row not seen is as it was (no change, no count): only the rows seen are joined,
+        # not a copy of the whole list's rows.
+        touched = lookup.is_in(rows.column("email"), seen.column("email"))
+        if pc.any(touched).as_py():
+            untouched = rows.filter(pc.invert(touched))
+            rows = rows.filter(touched)
+        else:  # a quiet day: nothing to copy
+            untouched, rows = rows, rows.slice(0, 0)
+    joined = _full_outer(rows, seen)
+    old = joined.column("status").combine_chunks()
+    was_seen = pc.is_valid(joined.column("m_member"))
+    member = was_seen if complete else pc.fill_null(joined.column("m_member"), False)
+    gone = pc.invert(was_seen) if complete else pc.and_(was_seen, pc.invert(member))
+    unsub = pc.and_(was_seen, pc.fill_null(joined.column("m_unsub"), False))
+    in_journal = lookup.is_in(joined.column("email"), journal)
+    known = pc.is_valid(old)
+    old_filled = pc.fill_null(old, pa.scalar(-1, pa.int8()))
+    is_member = pc.equal(old_filled, MEMBER)
+    out_of_list = pc.is_in(old_filled, value_set=pa.array([LEFT, UNSUBSCRIBED], pa.int8()))
+
+    def code(value: int) -> pa.Scalar:
+        return pa.scalar(value, pa.int8())
+
+    status = pc.case_when(
+        pc.make_struct(
+            pc.and_(pc.invert(known), member),  # a member the state did not know: joined outside
+            pc.and_(known, unsub),
+            pc.and_(is_member, pc.and_(gone, in_journal)),  # removed by the export: dropped below
+            pc.and_(is_member, gone),
+            pc.and_(out_of_list, member),  # came back by themselves
+        ),
+        code(MEMBER),
+        code(UNSUBSCRIBED),
+        code(-1),
+        code(LEFT),
+        code(MEMBER),
+        old_filled,
+    )
+    keep = pc.not_equal(status, -1)
+    counts = {
+        "left": _count(pc.and_(is_member, pc.equal(status, LEFT))),
+        "unsubscribed": _count(
+            pc.and_(pc.invert(out_of_list), pc.and_(known, pc.equal(status, UNSUBSCRIBED)))
+        ),
+        "joined": _count(
+            pc.and_(pc.invert(pc.and_(known, pc.invert(out_of_list))), pc.equal(status, MEMBER))
+        ),
+        "removed_by_export": _count(pc.and_(known, pc.invert(keep))),
+    }
+    # Departures counted for the membership check: members no more (left, dropped, unsubscribed ones
+    # counted apart because either reading of membership_count is accepted).
+    counts["departed"] = counts["left"] + counts["removed_by_export"]
+    result = pa.table(
+        {
+            "email": joined.column("email"),
+            "fingerprint": joined.column("fingerprint"),
+            "status": status,
+            "contact_id": pc.coalesce(joined.column("m_contact_id"), joined.column("contact_id")),
+        }
+    )
+    if not pc.all(keep).as_py():  # else every row stays: no copy
+        result = result.filter(keep)
+    if untouched is not None and untouched.num_rows:
+        result = pa.concat_tables([untouched.select(result.column_names).cast(result.schema), result])
+    return result, counts
+
+
+def _full_outer(rows: pa.Table, seen: pa.Table) -> pa.Table:
+    """``rows`` full-outer-joined with ``seen`` (distinct emails) on the email, by index lookup.
+
+    The state rows each with what was seen of their email (nulls when not seen), then the seen
+    emails no state row has. Leaner than an Acero hash join of a million strings a side.
+    """
+    match = lookup.index_in(rows.column("email"), seen.column("email"))
+    known = pa.table(
+        [
+            *(rows.column(name) for name in ("email", "fingerprint", "status", "contact_id")),
+            *(seen.column(name).take(match) for name in ("m_contact_id", "m_member", "m_unsub")),
+        ],
+        names=["email", "fingerprint", "status", "contact_id", "m_contact_id", "m_member", "m_unsub"],
+    )
+    matched = match.drop_null()
+    unknown = seen
+    if len(matched):
+        unknown = seen.filter(pc.invert(lookup.positions_mask(matched, seen.num_rows)))
+    count = unknown.num_rows
+    others = pa.table(
+        [
+            unknown.column("email"),
+            pa.nulls(count, known.schema.field("fingerprint").type),
+            pa.nulls(count, known.schema.field("status").type),
+            pa.nulls(count, known.schema.field("contact_id").type),
+            unknown.column("m_contact_id"),
+            unknown.column("m_member"),
+            unknown.column("m_unsub"),
+        ],
+        schema=known.schema,
+    )
+    return pa.concat_tables([known, others])
+
+
+def _count(mask: pa.Array | pa.ChunkedArray) -> int:
+    return int(pc.sum(pc.cast(mask, pa.int64())).as_py() or 0)
