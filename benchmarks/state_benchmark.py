@@ -13,10 +13,11 @@ operator in this process, all ``sync_mode="mirror"``:
    are new, and 100 members left the list by themselves (the sandbox's leave call);
 4. **quiet day**: the same segment again.
 
-It prints, per run, wall and CPU time, peak RSS (VmHWM, reset before each run), the API
-requests by kind and the contacts sent, checks that the leavers were not re-added, and the
-daily request count of mirroring five such lists with state (quiet or 1% days, one full
-refresh a week) against the 10,000-a-day quota.
+Each run is a fresh Python process, as each Airflow task try is: its peak RSS (VmHWM, reset
+once the modules are imported) is that run's alone, not what earlier runs left in the heap.
+It prints, per run, wall and CPU time, peak RSS, the API requests by kind and the contacts
+sent, checks that the leavers were not re-added, and the daily request count of mirroring five
+such lists with state (quiet or 1% days, one full refresh a week) against the 10,000-a-day quota.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import argparse
 import json
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -69,6 +71,20 @@ def write_segment(path: Path, ids: pa.Array, renamed: pa.Array | None = None) ->
 
 
 def export_once(info: dict[str, Any], source: Path, state_path: Path | None) -> dict[str, Any]:
+    """:func:`export_in_this_process` in a fresh Python process; its figures."""
+    job = {"info": info, "source": str(source), "state_path": None if state_path is None else str(state_path)}
+    done = subprocess.run(
+        [sys.executable, __file__, "--one-run", json.dumps(job)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode:
+        raise RuntimeError(f"the export run failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def export_in_this_process(info: dict[str, Any], source: Path, state_path: Path | None) -> dict[str, Any]:
     """One mirror export through the operator; wall, CPU, peak RSS, requests, the summary."""
     from airflow_provider_constantcontact.operators.constantcontact import (
         ConstantContactSegmentExportOperator,
@@ -89,7 +105,6 @@ def export_once(info: dict[str, Any], source: Path, state_path: Path | None) -> 
     hook = operator.hook = make_hook(info)
     counter = RequestsByKind()
     hook.get_conn().hooks["response"].append(counter)
-    pa.default_memory_pool().release_unused()  # what an earlier run left in Arrow's pool
     reset_peak_rss()
     rss_start = peak_rss_mb()  # VmHWM just reset: the RSS the run starts from
     cpu = cpu_seconds()
@@ -205,7 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rows", type=int, default=1_000_000, help="segment rows and list members")
     parser.add_argument("--json", action="store_true", help="print the result as JSON only")
+    parser.add_argument("--one-run", help=argparse.SUPPRESS)  # internal: one export, JSON job
     args = parser.parse_args(argv)
+    if args.one_run:
+        job = json.loads(args.one_run)
+        state_path = None if job["state_path"] is None else Path(job["state_path"])
+        print(json.dumps(export_in_this_process(job["info"], Path(job["source"]), state_path)))
+        return 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result = run(args)
     if args.json:
