@@ -48,7 +48,8 @@ class ListPlan:
 class SyncPlan:
     """What a run with state sends, keeps out and removes, and the state it will commit."""
 
-    #: uint64 per segment row: bit i set = send the row to list i (0: not sent).
+    #: Per segment row (the smallest unsigned type with a bit per list): bit i set = send the
+    #: row to list i (0: not sent).
     masks: pa.Array
     #: int8 per segment row: 0, or why a valid distinct row is not sent (KEPT_*).
     kept: pa.Array
@@ -78,9 +79,12 @@ def plan_sync(
     ``contacts``: one row per valid distinct contact (``row`` uint32, ``email``, ``fingerprint``).
     Mirror removals come from ``check`` (found when the lists' changes were read).
     """
-    mask_of_contact = pa.repeat(pa.scalar(0, pa.uint64()), contacts.num_rows)
+    mask_type = next(
+        t for t in (pa.uint8(), pa.uint16(), pa.uint32(), pa.uint64()) if t.bit_width >= len(list_ids)
+    )
+    mask_of_contact = pa.repeat(pa.scalar(0, mask_type), contacts.num_rows)
     reason_of_contact = pa.repeat(_code(KEPT_UNCHANGED), contacts.num_rows)
-    plan = SyncPlan(masks=pa.array([], pa.uint64()), kept=pa.array([], pa.int8()))
+    plan = SyncPlan(masks=pa.array([], mask_type), kept=pa.array([], pa.int8()))
     journal_tables: list[pa.Table] = []
     emails = contacts.column("email")
     new_fingerprints = contacts.column("fingerprint")
@@ -98,7 +102,7 @@ def plan_sync(
         confirmed_same = pc.and_(pc.equal(status, MEMBER), same).combine_chunks()
         skip = pc.and_(confirmed_same, pa.scalar(not full_refresh))
         send = pc.and_(pc.invert(out), pc.invert(skip))
-        bit_value = pa.scalar(1 << bit, pa.uint64())
+        bit_value = pa.scalar(1 << bit, mask_type)
         mask_of_contact = pc.if_else(send, pc.bit_wise_or(mask_of_contact, bit_value), mask_of_contact)
         # A row kept out of one list for a reason says so, unless sent to another list.
         reason_of_contact = pc.if_else(
@@ -132,7 +136,7 @@ def plan_sync(
         del sent, state_rows
     # Per contact -> per segment row (rows of no contact: 0).
     contact_rows = lookup.positions_mask(contacts.column("row"), rows_read)
-    plan.masks = _scatter(contact_rows, mask_of_contact, pa.uint64())
+    plan.masks = _scatter(contact_rows, mask_of_contact, mask_type)
     kept = pc.if_else(pc.equal(mask_of_contact, 0), reason_of_contact, _code(0))
     plan.kept = _scatter(contact_rows, kept, pa.int8())
     plan.journal = ExportState(pa.concat_tables(journal_tables), check.state.meta)

@@ -32,13 +32,16 @@ def _plain(keys: Keys) -> pa.Array:
 def _bucket_of(keys: Keys) -> pa.Array:
     """The bucket (uint8) of each key: low bits of an integer, of a string's hash (nulls: of ``""``)."""
     if pa.types.is_integer(keys.type):
-        hashes = _plain(pc.cast(keys, pa.int64()))
-    else:
-        hashes = pa.concat_arrays(
-            [email_hashes(_plain(chunk)) for chunk in _chunks(pc.fill_null(keys, ""))]
-            or [pa.array([], pa.int64())]
-        )
-    return pc.cast(pc.bit_wise_and(hashes, BUCKETS - 1), pa.uint8())
+        return _plain(pc.cast(pc.bit_wise_and(pc.cast(keys, pa.int64()), BUCKETS - 1), pa.uint8()))
+    # A slice at a time: only the buckets are kept, not a million 8-byte hashes.
+    return pa.concat_arrays(
+        [
+            pc.cast(pc.bit_wise_and(email_hashes(part), BUCKETS - 1), pa.uint8())
+            for chunk in _chunks(pc.fill_null(keys, ""))
+            for part in (chunk.slice(start, SMALL) for start in range(0, len(chunk), SMALL))
+        ]
+        or [pa.array([], pa.uint8())]
+    )
 
 
 def _chunks(keys: Keys) -> list[pa.Array]:

@@ -214,7 +214,7 @@ def encode_bodies(
         else:
             chosen = masks.filter(keep)
             groups = {
-                mask: objects.filter(pc.equal(chosen, pa.scalar(mask, pa.uint64())))
+                mask: objects.filter(pc.equal(chosen, pa.scalar(mask, chosen.type)))
                 for mask in pc.unique(chosen).to_pylist()
             }
         for mask, group in groups.items():

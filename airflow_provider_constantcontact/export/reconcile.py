@@ -34,16 +34,12 @@ def reconcile(
             .aggregate([("m_contact_id", "first"), ("m_member", "any"), ("m_unsub", "any")])
             .rename_columns(["email", "m_contact_id", "m_member", "m_unsub"])
         )
-    untouched = None
+    whole, touched = None, None
     if not complete:
         # A state row not seen is as it was (no change, no count): only the rows seen are joined,
-        # not a copy of the whole list's rows.
-        touched = lookup.is_in(rows.column("email"), seen.column("email"))
-        if pc.any(touched).as_py():
-            untouched = rows.filter(pc.invert(touched))
-            rows = rows.filter(touched)
-        else:  # a quiet day: nothing to copy
-            untouched, rows = rows, rows.slice(0, 0)
+        # and their outcome is written back into the whole list's rows (no copy of the others).
+        whole, touched = rows, lookup.is_in(rows.column("email"), seen.column("email"))
+        rows = rows.filter(touched)
     joined = _full_outer(rows, seen)
     old = joined.column("status").combine_chunks()
     was_seen = pc.is_valid(joined.column("m_member"))
@@ -96,11 +92,37 @@ def reconcile(
             "contact_id": pc.coalesce(joined.column("m_contact_id"), joined.column("contact_id")),
         }
     )
+    if whole is not None and touched is not None:
+        return _written_back(whole, touched, result, keep), counts
     if not pc.all(keep).as_py():  # else every row stays: no copy
         result = result.filter(keep)
-    if untouched is not None and untouched.num_rows:
-        result = pa.concat_tables([untouched.select(result.column_names).cast(result.schema), result])
     return result, counts
+
+
+def _written_back(rows: pa.Table, touched: pa.Array, result: pa.Table, keep: pa.Array) -> pa.Table:
+    """``rows`` with the outcome of their ``touched`` rows (the first rows of ``result``, in order)
+    written back where they are, then the new rows (the rest of ``result``, those kept).
+
+    A column is copied only when something in it changed: on most days the status alone.
+    """
+    count = _count(touched)
+    mine, new = result.slice(0, count), result.slice(count)
+    kept_mine = keep.slice(0, count)
+    for name in ("status", "contact_id"):
+        before = rows.column(name).filter(touched)
+        after = mine.column(name)
+        both_null = pc.and_(pc.is_null(before), pc.is_null(after))
+        if not pc.all(pc.fill_null(pc.equal(before, after), both_null)).as_py():
+            index = rows.schema.get_field_index(name)
+            values = pc.replace_with_mask(rows.column(name).combine_chunks(), touched, after.combine_chunks())
+            rows = rows.set_column(index, name, values)
+    if not pc.all(kept_mine).as_py():
+        dropped = pc.replace_with_mask(
+            pa.repeat(pa.scalar(False), rows.num_rows), touched, pc.invert(kept_mine).combine_chunks()
+        )
+        rows = rows.filter(pc.invert(dropped))
+    new = new.filter(keep.slice(count))
+    return pa.concat_tables([rows, new.select(rows.column_names).cast(rows.schema)]) if new.num_rows else rows
 
 
 def _full_outer(rows: pa.Table, seen: pa.Table) -> pa.Table:

@@ -28,7 +28,7 @@ from airflow_provider_constantcontact.export.rejects import ParquetOutput, outpu
 
 FORMAT_VERSION = 1
 #: Rows a row group of a state file (and of its journal, which the commit reads a group at a time).
-ROW_GROUP_ROWS = 262_144
+ROW_GROUP_ROWS = 32_768
 METADATA_KEY = b"constantcontact.export_state"
 
 #: Status codes (int8). MEMBER: imported and confirmed; SENT: imported, confirmation pending;

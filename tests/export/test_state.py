@@ -81,6 +81,22 @@ def test_reconcile_changes_finds_leavers_rejoiners_and_export_removals() -> None
     assert counts["joined"] == 2
 
 
+def test_reconcile_changes_learns_contact_ids_and_keeps_unseen_rows_as_they_were() -> None:
+    rows = _rows(ann=MEMBER, bob=MEMBER, eve=SENT)
+    rows = rows.set_column(3, "contact_id", pa.array(["id-ann", "id-bob", None], pa.string()))
+    seen = _seen({"eve": True})
+
+    result, counts = reconcile(rows, seen, pa.array([], pa.string()), complete=False)
+
+    assert {row["email"]: row["contact_id"] for row in result.to_pylist()} == {
+        "ann@example.com": "id-ann",
+        "bob@example.com": "id-bob",
+        "eve@example.com": "id-eve",
+    }
+    assert _statuses(result) == {"ann": MEMBER, "bob": MEMBER, "eve": SENT}
+    assert counts["joined"] == 0
+
+
 def test_reconcile_full_listing_takes_absence_as_leaving() -> None:
     rows = _rows(ann=MEMBER, bob=MEMBER, cat=UNSUBSCRIBED)
     result, counts = reconcile(rows, _seen({"ann": True}), pa.array([], pa.string()), complete=True)
