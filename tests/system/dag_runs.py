@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from types import ModuleType
 
@@ -45,6 +49,39 @@ def airflow_dags_test(
         timeout=timeout,
         check=False,
     )
+
+
+def dags_test_killed_when(
+    dag_id: str,
+    conf: dict,
+    *,
+    env: dict[str, str],
+    dags_folder: Path,
+    log_file: Path,
+    reached: threading.Event,
+    release: threading.Event,
+) -> None:
+    """``airflow dags test <dag_id> --conf`` SIGKILLed (its whole process group) once ``reached``
+    is set, typically by a sandbox hook holding a request in flight until ``release``.
+
+    ``release`` is set afterwards whatever happens, so the held request reaches the sandbox
+    after its client died (as a request in flight does when a worker is killed).
+    """
+    command = [sys.executable, "-m", "airflow", "dags", "test", dag_id, "--conf", json.dumps(conf)]
+    full_env = airflow_env(AIRFLOW__CORE__DAGS_FOLDER=str(dags_folder), **env)
+    with log_file.open("w") as log:
+        killed = subprocess.Popen(
+            command, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            assert reached.wait(240), log_file.read_text()[-3000:]
+            os.killpg(killed.pid, signal.SIGKILL)
+            killed.wait(30)
+        finally:
+            release.set()
+            if killed.poll() is None:
+                os.killpg(killed.pid, signal.SIGKILL)
+                killed.wait(30)
 
 
 def register_assets_for_dags_test(*, env: dict[str, str], dags_folder: Path = EXAMPLE_DAGS) -> None:

@@ -8,20 +8,15 @@ quiet day costs a handful of requests; a state written for other lists is refuse
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 from textwrap import dedent
 
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import airflow_env
 from tests.operators.conftest import write_parquet
 from tests.operators.test_constantcontact import memory_storage  # noqa: F401 (the memory:// store)
-from tests.system.dag_runs import airflow_dags_test, describe, latest_run, load_demo
+from tests.system.dag_runs import airflow_dags_test, dags_test_killed_when, describe, latest_run, load_demo
 
 DAG_FILE = dedent(
     '''
@@ -392,26 +387,18 @@ def _killed_run(sandbox, dags_folder, tmp_path, conf: dict, *, path_prefix: str,
 
     sandbox.clear_request_log()
     sandbox.before_next(hold, path_prefix, method=method, count=1000)
-    command = [sys.executable, "-m", "airflow", "dags", "test", "cc_state_native", "--conf", json.dumps(conf)]
-    env = airflow_env(
-        AIRFLOW__CORE__DAGS_FOLDER=str(dags_folder),
-        AIRFLOW_CONN_CONSTANTCONTACT_DEFAULT=sandbox.connection_json(),
-    )
-    log_file = tmp_path / "killed-run.log"
-    with log_file.open("w") as log:
-        killed = subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    try:
+        dags_test_killed_when(
+            "cc_state_native",
+            conf,
+            env={"AIRFLOW_CONN_CONSTANTCONTACT_DEFAULT": sandbox.connection_json()},
+            dags_folder=dags_folder,
+            log_file=tmp_path / "killed-run.log",
+            reached=reached,
+            release=release,
         )
-        try:
-            assert reached.wait(240), log_file.read_text()[-3000:]
-            os.killpg(killed.pid, signal.SIGKILL)
-            killed.wait(30)
-        finally:
-            armed.clear()  # later requests (the rerun's) go through
-            release.set()
-            if killed.poll() is None:
-                os.killpg(killed.pid, signal.SIGKILL)
-                killed.wait(30)
+    finally:
+        armed.clear()  # later requests (the rerun's) go through
 
 
 @pytest.mark.parametrize(

@@ -10,10 +10,7 @@ and without ``render_template_as_native_obj``.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import threading
 import time
 import unicodedata
@@ -26,9 +23,15 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import airflow_env
 from tests.operators.conftest import imports_in_log, write_parquet
-from tests.system.dag_runs import airflow_dags_test, describe, latest_run, load_demo, searchable_output
+from tests.system.dag_runs import (
+    airflow_dags_test,
+    dags_test_killed_when,
+    describe,
+    latest_run,
+    load_demo,
+    searchable_output,
+)
 
 DAG_FILE = dedent(
     '''
@@ -410,25 +413,15 @@ def test_a_kill_during_removals_loses_no_record_of_who_was_removed(
         release.wait(120)
 
     sandbox.before_next(hold, REMOVALS_PATH, method="POST", after=2)
-    command = [sys.executable, "-m", "airflow", "dags", "test", dag_id, "--conf", json.dumps(conf)]
-    env = airflow_env(
-        AIRFLOW__CORE__DAGS_FOLDER=str(dags_folder),
-        AIRFLOW_CONN_CONSTANTCONTACT_DEFAULT=sandbox.connection_json(),
+    dags_test_killed_when(
+        dag_id,
+        conf,
+        env={"AIRFLOW_CONN_CONSTANTCONTACT_DEFAULT": sandbox.connection_json()},
+        dags_folder=dags_folder,
+        log_file=tmp_path / "killed-run.log",
+        reached=reached,
+        release=release,
     )
-    log_file = tmp_path / "killed-run.log"
-    with log_file.open("w") as log:
-        killed = subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            assert reached.wait(240), log_file.read_text()[-3000:]
-            os.killpg(killed.pid, signal.SIGKILL)
-            killed.wait(30)
-        finally:
-            release.set()
-            if killed.poll() is None:
-                os.killpg(killed.pid, signal.SIGKILL)
-                killed.wait(30)
     # The held request reaches the service after its client died: it is processed all the same.
     deadline = time.monotonic() + 30
     while sum(1 for e in sandbox.request_log if e.path == REMOVALS_PATH and e.status == 201) < 3:
