@@ -32,11 +32,13 @@ from airflow_provider_constantcontact.export.dedup import chunk_email_hashes
 from airflow_provider_constantcontact.export.mirror import ListRemovals
 from airflow_provider_constantcontact.export.reconcile import reconcile
 from airflow_provider_constantcontact.export.state import (
+    FILE_ROW,
     IMPORTING,
     MEMBER,
     REMOVING,
     SENT,
     ExportState,
+    StateSource,
     state_table,
 )
 
@@ -179,7 +181,7 @@ class ChangeReader:
                 if confirmed
                 else "are not all completed: its imports will be sent again",
             )
-        return ExportState(table, replace(state.meta, pending_activity_ids=[])), journal
+        return replace(state, table=table, meta=replace(state.meta, pending_activity_ids=[])), journal
 
     def _completed(self, activity_id: str) -> bool:
         self.requests += 1
@@ -312,7 +314,7 @@ def check_changes(
     rows = {list_id: state.for_list(list_id) for list_id in list_ids}
     # From here on the rows per list stand for the state: each is replaced by its reconciled rows,
     # and the rows read go as soon as nothing refers to them.
-    state = ExportState(state.table.schema.empty_table(), meta)
+    state = replace(state, table=state.table.schema.empty_table())
     result = ChangeCheck(state)
     cheap = [list_id for list_id in list_ids if list_id not in full]
     if cheap:
@@ -336,7 +338,7 @@ def check_changes(
                 continue
             removals = None
             if mirror_hashes is not None:
-                removals = _state_removals(list_id, new_rows, count, mirror_hashes)
+                removals = _state_removals(list_id, new_rows, count, mirror_hashes, state.source)
                 if removals.contact_ids.null_count:
                     full[list_id] = "a member to remove has no known contact id"
                     continue
@@ -372,7 +374,7 @@ def check_changes(
             reason,
         )
     table = pa.concat_tables([state_table(list_id, rows[list_id]) for list_id in list_ids])
-    result.state = ExportState(table, state.meta)
+    result.state = state.with_table(table)
     result.requests = reader.requests
     result.watermark = watermark
     return result
@@ -390,17 +392,19 @@ def _listed_removals(list_id: str, listing: pa.Table, segment_hashes: pa.Array) 
     )
 
 
-def _state_removals(list_id: str, rows: pa.Table, members: int, segment_hashes: pa.Array) -> ListRemovals:
-    """The state's members of a list (cheaply checked) whose email is in no row of the segment."""
+def _state_removals(
+    list_id: str, rows: pa.Table, members: int, segment_hashes: pa.Array, source: StateSource | None
+) -> ListRemovals:
+    """The state's members of a list (cheaply checked) whose email is in no row of the segment;
+    their contact ids read from the state file (``source``) where they are still there."""
     current = pc.is_in(rows.column("status"), value_set=pa.array([MEMBER, SENT], pa.int8()))
     leave = pc.invert(lookup.is_in(chunk_email_hashes(rows.column("email")), segment_hashes))
     leave = pc.and_(current, leave)
-    return ListRemovals(
-        list_id,
-        members,
-        rows.column("contact_id").filter(leave).combine_chunks(),
-        rows.column("email").filter(leave).combine_chunks(),
-    )
+    contact_ids = rows.column("contact_id").filter(leave).combine_chunks()
+    if source is not None and FILE_ROW in rows.column_names and contact_ids.null_count:
+        with source.contact_ids() as ids_at:
+            contact_ids = pc.coalesce(contact_ids, ids_at(rows.column(FILE_ROW).filter(leave)))
+    return ListRemovals(list_id, members, contact_ids, rows.column("email").filter(leave).combine_chunks())
 
 
 JOURNAL_SCHEMA = pa.schema([pa.field("list_id", pa.string()), pa.field("email", pa.string())])

@@ -139,7 +139,7 @@ def plan_sync(
     plan.masks = _scatter(contact_rows, mask_of_contact, mask_type)
     kept = pc.if_else(pc.equal(mask_of_contact, 0), reason_of_contact, _code(0))
     plan.kept = _scatter(contact_rows, kept, pa.int8())
-    plan.journal = ExportState(pa.concat_tables(journal_tables), check.state.meta)
+    plan.journal = check.state.with_table(pa.concat_tables(journal_tables))
     return plan
 
 
@@ -181,13 +181,11 @@ def _journal_rows(
     added = _count(new)
     parts = [
         updated,
-        pa.table(
-            {
-                "email": sent.column("email").filter(new),
-                "fingerprint": sent.column("fingerprint").filter(new),
-                "status": pa.repeat(_code(IMPORTING), added),
-                "contact_id": pa.nulls(added, pa.string()),
-            }
+        _new_rows(
+            updated.schema,
+            email=sent.column("email").filter(new),
+            fingerprint=sent.column("fingerprint").filter(new),
+            status=pa.repeat(_code(IMPORTING), added),
         ),
     ]
     if removal is not None and removal.count:
@@ -198,17 +196,26 @@ def _journal_rows(
         listed = updated.column("email").filter(removing)
         listed_only = pc.invert(lookup.is_in(removal.emails, listed))
         parts.append(
-            pa.table(
-                {
-                    "email": removal.emails.filter(listed_only),
-                    "fingerprint": pa.nulls(_count(listed_only), pa.int64()),
-                    "status": pa.repeat(_code(REMOVING), _count(listed_only)),
-                    "contact_id": removal.contact_ids.filter(listed_only),
-                }
+            _new_rows(
+                updated.schema,
+                email=removal.emails.filter(listed_only),
+                status=pa.repeat(_code(REMOVING), _count(listed_only)),
+                contact_id=removal.contact_ids.filter(listed_only),
             )
         )
-    schema = parts[1].schema
-    return state_table(list_id, pa.concat_tables([part.cast(schema) for part in parts]))
+    return state_table(list_id, pa.concat_tables(parts))
+
+
+def _new_rows(schema: pa.Schema, **columns: pa.Array | pa.ChunkedArray) -> pa.Table:
+    """Rows of ``schema`` (a list's state rows) from ``columns``; the columns not given are null."""
+    count = len(columns["email"])
+    return pa.table(
+        [
+            columns[field.name].cast(field.type) if field.name in columns else pa.nulls(count, field.type)
+            for field in schema
+        ],
+        schema=schema,
+    )
 
 
 def _plain(values: pa.Array | pa.ChunkedArray) -> pa.Array:

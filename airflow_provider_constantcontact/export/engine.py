@@ -229,7 +229,7 @@ class SegmentExport:
         )
         # Only the plan, the lists' counts and the metadata are needed from here on: let the
         # checked state rows go before pass two (the plan has its own copy).
-        check.state = ExportState(check.state.table.schema.empty_table(), check.state.meta)
+        check.state = check.state.with_table(check.state.table.schema.empty_table())
         if mirror:
             check_removal_guard(
                 sync.removals, max_removal_ratio=settings.max_removal_ratio, contacts=scan.contacts

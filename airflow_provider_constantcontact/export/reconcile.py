@@ -84,14 +84,14 @@ def reconcile(
     # Departures counted for the membership check: members no more (left, dropped, unsubscribed ones
     # counted apart because either reading of membership_count is accepted).
     counts["departed"] = counts["left"] + counts["removed_by_export"]
-    result = pa.table(
-        {
-            "email": joined.column("email"),
-            "fingerprint": joined.column("fingerprint"),
-            "status": status,
-            "contact_id": pc.coalesce(joined.column("m_contact_id"), joined.column("contact_id")),
-        }
+    columns = {name: joined.column(name) for name in rows.column_names}
+    columns["status"] = status
+    own_ids, seen_ids = joined.column("contact_id"), joined.column("m_contact_id")
+    # The ids seen win; a state's own ids are mostly still in its file (null here): no copy then.
+    columns["contact_id"] = (
+        seen_ids.cast(own_ids.type) if own_ids.null_count == len(own_ids) else pc.coalesce(seen_ids, own_ids)
     )
+    result = pa.table(columns)
     if whole is not None and touched is not None:
         return _written_back(whole, touched, result, keep), counts
     if not pc.all(keep).as_py():  # else every row stays: no copy
@@ -132,12 +132,10 @@ def _full_outer(rows: pa.Table, seen: pa.Table) -> pa.Table:
     emails no state row has. Leaner than an Acero hash join of a million strings a side.
     """
     match = lookup.index_in(rows.column("email"), seen.column("email"))
+    seen_names = ["m_contact_id", "m_member", "m_unsub"]
     known = pa.table(
-        [
-            *(rows.column(name) for name in ("email", "fingerprint", "status", "contact_id")),
-            *(seen.column(name).take(match) for name in ("m_contact_id", "m_member", "m_unsub")),
-        ],
-        names=["email", "fingerprint", "status", "contact_id", "m_contact_id", "m_member", "m_unsub"],
+        [*rows.columns, *(seen.column(name).take(match) for name in seen_names)],
+        names=[*rows.column_names, *seen_names],
     )
     matched = match.drop_null()
     unknown = seen
@@ -146,13 +144,11 @@ def _full_outer(rows: pa.Table, seen: pa.Table) -> pa.Table:
     count = unknown.num_rows
     others = pa.table(
         [
-            unknown.column("email"),
-            pa.nulls(count, known.schema.field("fingerprint").type),
-            pa.nulls(count, known.schema.field("status").type),
-            pa.nulls(count, known.schema.field("contact_id").type),
-            unknown.column("m_contact_id"),
-            unknown.column("m_member"),
-            unknown.column("m_unsub"),
+            *(
+                unknown.column("email") if name == "email" else pa.nulls(count, rows.schema.field(name).type)
+                for name in rows.column_names
+            ),
+            *(unknown.column(name) for name in seen_names),
         ],
         schema=known.schema,
     )

@@ -1,7 +1,10 @@
 """Export state: what this task last put into its lists, one Parquet file (see docs/export-state.md).
 
 One row per (list id, normalised email): the fingerprint of the JSON object last sent, a status
-code (:data:`MEMBER` ... :data:`REMOVING`) and the contact id when known. The file's metadata
+code (:data:`MEMBER` ... :data:`REMOVING`) and the contact id when known. Read back, the contact
+ids stay in the file (a third of a state's memory, and a run needs a few of them): each row
+keeps its position in the file instead (``file_row``), and :class:`StateSource` reads the ids
+of the rows that need them (removals) or streams them into the next file it writes. The file's metadata
 names the lists, the mapping and the account it belongs to, the watermark of the last change
 check and the membership count each list should have. A run stages the state it will commit as
 a *journal* beside the state file before changing anything; the state file itself is replaced
@@ -15,7 +18,8 @@ import hashlib
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -54,6 +58,10 @@ SCHEMA = pa.schema(
         pa.field("contact_id", pa.string()),
     ]
 )
+#: In memory, each row read from a state file also has its position there (null: not from it),
+#: and its contact id only when learned in this run (else it is read from the file when needed).
+FILE_ROW = "file_row"
+MEMORY_SCHEMA = SCHEMA.append(pa.field(FILE_ROW, pa.uint32()))
 
 
 def fingerprints(objects: pa.Array) -> pa.Array:
@@ -170,15 +178,73 @@ class StateMeta:
 
 
 @dataclass(frozen=True)
+class StateSource:
+    """The state file a state was read from: where its rows' contact ids still are."""
+
+    path: str
+    conn_id: str | None
+    #: The file's ``written_at`` when it was read: it must be the same file when ids are read.
+    written_at: str | None
+
+    @contextmanager
+    def contact_ids(self) -> Iterator[Callable[[pa.Array | pa.ChunkedArray], pa.Array]]:
+        """A reader of the contact ids at given file rows (null where the row is null), a row
+        group at a time (the last one kept: rows in file order read each group once)."""
+        target = output_path(self.path, self.conn_id)
+        with target.open("rb") as handle:
+            parquet = pq.ParquetFile(handle)
+            raw = (parquet.schema_arrow.metadata or {}).get(METADATA_KEY)
+            if raw is None or StateMeta.from_json(raw, self.path).written_at != self.written_at:
+                raise ExportStateError(
+                    f"The export state at {self.path} changed while this run used it (another run of "
+                    "this task at the same time?). Nothing was committed; run the task again."
+                )
+            bounds, start = [], 0
+            for index in range(parquet.num_row_groups):
+                rows = parquet.metadata.row_group(index).num_rows
+                bounds.append((start, start + rows))
+                start += rows
+            cached: dict[int, pa.Array] = {}
+
+            def group(index: int) -> pa.Array:
+                if index not in cached:
+                    cached.clear()
+                    table = parquet.read_row_group(index, columns=["contact_id"], use_threads=False)
+                    cached[index] = table.column(0).combine_chunks()
+                return cached[index]
+
+            def at(file_rows: pa.Array | pa.ChunkedArray) -> pa.Array:
+                rows = file_rows.combine_chunks() if isinstance(file_rows, pa.ChunkedArray) else file_rows
+                found = pa.nulls(len(rows), pa.string())
+                low, high = pc.min_max(rows).values()
+                if not low.is_valid:
+                    return found
+                for index, (begin, end) in enumerate(bounds):
+                    if end <= low.as_py() or begin > high.as_py():
+                        continue
+                    inside = pc.fill_null(pc.and_(pc.greater_equal(rows, begin), pc.less(rows, end)), False)
+                    local = pc.subtract(rows.filter(inside), pa.scalar(begin, rows.type))
+                    found = pc.replace_with_mask(found, inside, group(index).take(local))
+                return found
+
+            yield at
+
+
+@dataclass(frozen=True)
 class ExportState:
-    """A state in memory: the rows (Arrow, list_id and email as keys) and the metadata."""
+    """A state in memory: the rows (Arrow, list_id and email as keys), the metadata, and the
+    file the rows were read from (their contact ids are there), if any."""
 
     table: pa.Table
     meta: StateMeta
+    source: StateSource | None = None
 
     @classmethod
     def empty(cls, identity: StateIdentity) -> ExportState:
-        return cls(SCHEMA.empty_table(), StateMeta(identity))
+        return cls(MEMORY_SCHEMA.empty_table(), StateMeta(identity))
+
+    def with_table(self, table: pa.Table) -> ExportState:
+        return replace(self, table=table)
 
     def for_list(self, list_id: str) -> pa.Table:
         """The rows of one list (list_id decoded away)."""
@@ -207,9 +273,14 @@ class ExportState:
 
 
 def state_table(list_id: str, table: pa.Table) -> pa.Table:
-    """Rows of one list (email, fingerprint, status, contact_id) with the list id put back."""
+    """Rows of one list (email, fingerprint, status, contact_id[, file_row]) with the list id put back."""
     list_ids = pa.DictionaryArray.from_arrays(
-        pa.array([0] * table.num_rows, pa.int32()), pa.array([list_id], pa.string())
+        pa.repeat(pa.scalar(0, pa.int32()), table.num_rows), pa.array([list_id], pa.string())
+    )
+    file_rows = (
+        table.column(FILE_ROW).cast(pa.uint32())
+        if FILE_ROW in table.column_names
+        else pa.nulls(table.num_rows, pa.uint32())
     )
     return pa.table(
         [
@@ -218,8 +289,9 @@ def state_table(list_id: str, table: pa.Table) -> pa.Table:
             table.column("fingerprint").cast(pa.int64()),
             table.column("status").cast(pa.int8()),
             table.column("contact_id").cast(pa.string()),
+            file_rows,
         ],
-        schema=SCHEMA,
+        schema=MEMORY_SCHEMA,
     )
 
 
@@ -248,7 +320,7 @@ def read_state(
                     "task its own state_path; if this task's lists, mapping or connection changed on "
                     "purpose, delete the file (the next run reads the lists in full). Nothing was sent."
                 )
-            table = read_row_groups(parquet).cast(SCHEMA)
+            table = read_row_groups(parquet, [name for name in SCHEMA.names if name != "contact_id"])
         except ExportStateError:
             raise
         except (OSError, pa.ArrowException) as error:
@@ -256,7 +328,11 @@ def read_state(
                 f"The export state at {path} cannot be read ({type(error).__name__}: {error}). Restore it "
                 "from a backup, or delete it to start afresh (the next run reads the lists in full)."
             ) from None
-    return ExportState(table.replace_schema_metadata(None), meta)
+    rows = table.num_rows
+    table = table.replace_schema_metadata(None)
+    table = table.append_column("contact_id", pa.nulls(rows, pa.string()))
+    table = table.append_column(FILE_ROW, pa.array(range(rows), pa.uint32()))
+    return ExportState(table.cast(MEMORY_SCHEMA), meta, StateSource(path, conn_id, meta.written_at))
 
 
 def read_row_groups(parquet: pq.ParquetFile, columns: list[str] | None = None) -> pa.Table:
@@ -269,27 +345,55 @@ def read_row_groups(parquet: pq.ParquetFile, columns: list[str] | None = None) -
 
 
 def write_state(path: str, state: ExportState, conn_id: str | None) -> None:
-    """Write ``state`` to ``path`` atomically (temporary name, then rename)."""
-    write_state_batches(path, state.meta, [state.table], conn_id)
+    """Write ``state`` to ``path`` atomically (temporary name, then rename); contact ids still in
+    the file it was read from are streamed from there."""
+    write_state_batches(path, state.meta, [state.table], conn_id, source=state.source)
 
 
 def write_state_batches(
-    path: str, meta: StateMeta, tables: Iterable[pa.Table], conn_id: str | None
+    path: str,
+    meta: StateMeta,
+    tables: Iterable[pa.Table],
+    conn_id: str | None,
+    *,
+    source: StateSource | None = None,
 ) -> dict[str, int]:
     """Write the rows of ``tables`` with ``meta`` to ``path`` atomically; the status counts written."""
     output = ParquetOutput(path, SCHEMA.with_metadata({METADATA_KEY: meta.to_json()}), conn_id=conn_id)
     counts: Counter[str] = Counter()
     try:
-        for table in tables:
-            table = table.cast(SCHEMA)
-            counts.update(ExportState(table, meta).counts())
-            for batch in table.to_batches(max_chunksize=ROW_GROUP_ROWS):
-                output.write(batch)
+        with _id_reader(source) as ids_at:
+            for table in tables:
+                counts.update(ExportState(table, meta).counts())
+                for batch in table.to_batches(max_chunksize=ROW_GROUP_ROWS):
+                    output.write(_file_batch(batch, ids_at))
     except BaseException:
         output.abort()
         raise
     output.close()
     return dict(counts)
+
+
+@contextmanager
+def _id_reader(source: StateSource | None) -> Iterator[Callable[[pa.Array], pa.Array] | None]:
+    if source is None:
+        yield None
+        return
+    with source.contact_ids() as ids_at:
+        yield ids_at
+
+
+def _file_batch(batch: pa.RecordBatch, ids_at: Callable[[pa.Array], pa.Array] | None) -> pa.RecordBatch:
+    """A batch of rows as the file holds them: contact ids read back from the source file."""
+    contact_ids = batch.column("contact_id")
+    if FILE_ROW in batch.schema.names:
+        file_rows = batch.column(FILE_ROW)
+        if file_rows.null_count < len(file_rows):
+            if ids_at is None:
+                raise ExportStateError("State rows refer to an unknown state file (a bug: please report)")
+            contact_ids = pc.coalesce(contact_ids, ids_at(file_rows))
+    columns = [contact_ids if name == "contact_id" else batch.column(name) for name in SCHEMA.names]
+    return pa.record_batch([c.cast(f.type) for c, f in zip(columns, SCHEMA, strict=True)], schema=SCHEMA)
 
 
 def remove_file(path: str, conn_id: str | None) -> None:

@@ -100,7 +100,7 @@ def stage_journal(sync: SyncPlan, check: ChangeCheck, identity: StateIdentity) -
         # next check read the last big import back.
         own_changes=check.state.meta.own_changes,
     )
-    return ExportState(sync.journal.table, meta)
+    return replace(sync.journal, meta=meta)
 
 
 def commit_state(
