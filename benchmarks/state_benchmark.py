@@ -4,14 +4,16 @@
     python benchmarks/state_benchmark.py --rows 100000    # smaller
 
 The sandbox starts as a sub-process with its list pre-filled with ``member0@example.com`` ...
-(``--fill-list``); the segment holds the same contacts with first names. Four runs of the
-operator in this process, all ``sync_mode="mirror"``:
+(``--fill-list``); the segment holds the same contacts with first names. Five runs of the
+operator, all ``sync_mode="mirror"``:
 
 1. **today** (no state): reads the whole list, sends the whole segment;
 2. **first run with state**: the same work, and the state is written (waits for completion);
 3. **1% changed**: 0.5% of the contacts changed their first name, 0.5% left the segment, 0.5%
    are new, and 100 members left the list by themselves (the sandbox's leave call);
-4. **quiet day**: the same segment again.
+4. **quiet day**: the same segment again;
+5. **full refresh** (the weekly reconciliation): ``full_refresh=True``, the list read in full
+   and every contact of the segment sent again (still not those who left the list).
 
 Each run is a fresh Python process, as each Airflow task try is: its peak RSS (VmHWM, reset
 once the modules are imported) is that run's alone, not what earlier runs left in the heap.
@@ -70,9 +72,16 @@ def write_segment(path: Path, ids: pa.Array, renamed: pa.Array | None = None) ->
             writer.write_table(pa.table({"Email": email, "FirstName": first}, schema=schema))
 
 
-def export_once(info: dict[str, Any], source: Path, state_path: Path | None) -> dict[str, Any]:
+def export_once(
+    info: dict[str, Any], source: Path, state_path: Path | None, *, full_refresh: bool = False
+) -> dict[str, Any]:
     """:func:`export_in_this_process` in a fresh Python process; its figures."""
-    job = {"info": info, "source": str(source), "state_path": None if state_path is None else str(state_path)}
+    job = {
+        "info": info,
+        "source": str(source),
+        "state_path": None if state_path is None else str(state_path),
+        "full_refresh": full_refresh,
+    }
     done = subprocess.run(
         [sys.executable, __file__, "--one-run", json.dumps(job)],
         capture_output=True,
@@ -84,7 +93,9 @@ def export_once(info: dict[str, Any], source: Path, state_path: Path | None) -> 
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def export_in_this_process(info: dict[str, Any], source: Path, state_path: Path | None) -> dict[str, Any]:
+def export_in_this_process(
+    info: dict[str, Any], source: Path, state_path: Path | None, *, full_refresh: bool = False
+) -> dict[str, Any]:
     """One mirror export through the operator; wall, CPU, peak RSS, requests, the summary."""
     from airflow_provider_constantcontact.operators.constantcontact import (
         ConstantContactSegmentExportOperator,
@@ -98,6 +109,7 @@ def export_in_this_process(info: dict[str, Any], source: Path, state_path: Path 
         sync_mode="mirror",
         max_removal_ratio=0.2,
         state_path=None if state_path is None else str(state_path),
+        full_refresh=full_refresh,
         wait_for_completion=state_path is not None,  # the state is written once confirmed
         poll_interval=1.0,
         timeout=3600,
@@ -167,6 +179,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             result["one_percent"] = export_once(info, segment, state_path)
             next_day(control)
             result["quiet_day"] = export_once(info, segment, state_path)
+            next_day(control)
+            result["full_refresh"] = export_once(info, segment, state_path, full_refresh=True)
             result["state_bytes"] = state_path.stat().st_size
             hook = make_hook(info)
             members = set()
@@ -191,7 +205,7 @@ def daily_plan(result: dict[str, Any], lists: int = 5) -> dict[str, float]:
 
 def print_result(result: dict[str, Any]) -> None:
     print(f"segment and list: {result['rows']:,} contacts, mirror mode, sandbox rate limit off")
-    for name in ("today", "first_with_state", "one_percent", "quiet_day"):
+    for name in ("today", "first_with_state", "one_percent", "quiet_day", "full_refresh"):
         run_ = result[name]
         print(
             f"{name:>17}: {run_['wall_s']:6.1f}s wall, {run_['cpu_s']:6.1f}s CPU, peak RSS "
@@ -225,7 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.one_run:
         job = json.loads(args.one_run)
         state_path = None if job["state_path"] is None else Path(job["state_path"])
-        print(json.dumps(export_in_this_process(job["info"], Path(job["source"]), state_path)))
+        run_ = export_in_this_process(
+            job["info"], Path(job["source"]), state_path, full_refresh=job["full_refresh"]
+        )
+        print(json.dumps(run_))
         return 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result = run(args)

@@ -15,6 +15,8 @@ docs/export-state.md explains which API semantics are documented and which are a
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -28,6 +30,7 @@ from airflow_provider_constantcontact.constants import MAX_PAGE_SIZE
 from airflow_provider_constantcontact.exceptions import ConstantContactNotFoundError
 from airflow_provider_constantcontact.export import lookup
 from airflow_provider_constantcontact.export.cleaning import normalize_emails
+from airflow_provider_constantcontact.export.contact_ids import ContactIdFiles, IdFile, ListingSpill
 from airflow_provider_constantcontact.export.dedup import chunk_email_hashes
 from airflow_provider_constantcontact.export.mirror import ListRemovals
 from airflow_provider_constantcontact.export.reconcile import reconcile
@@ -38,7 +41,6 @@ from airflow_provider_constantcontact.export.state import (
     REMOVING,
     SENT,
     ExportState,
-    StateSource,
     state_table,
 )
 
@@ -58,6 +60,15 @@ _PAGE_SCHEMA = pa.schema(
     [
         pa.field("email", pa.string()),
         pa.field("m_contact_id", pa.string()),
+        pa.field("m_member", pa.bool_()),
+        pa.field("m_unsub", pa.bool_()),
+    ]
+)
+#: A full listing: the contact ids spilled to a file, their rows there instead (:mod:`.contact_ids`).
+_LISTING_SCHEMA = pa.schema(
+    [
+        pa.field("email", pa.string()),
+        pa.field("m_file_row", pa.uint32()),
         pa.field("m_member", pa.bool_()),
         pa.field("m_unsub", pa.bool_()),
     ]
@@ -92,6 +103,14 @@ class ChangeCheck:
     lists: dict[str, ListCheck] = field(default_factory=dict)
     requests: int = 0
     watermark: str | None = None
+    #: A local temporary folder with the full listings' contact ids (the state's ``source``
+    #: refers to them until the journal is written); :meth:`remove_spills` deletes it.
+    spill_directory: str | None = None
+
+    def remove_spills(self) -> None:
+        if self.spill_directory is not None:
+            shutil.rmtree(self.spill_directory, ignore_errors=True)
+            self.spill_directory = None
 
 
 def _now() -> datetime:
@@ -147,6 +166,8 @@ class ChangeReader:
         self.hook = hook
         self.log = log
         self.requests = 0
+        #: Where full listings spill their contact ids (made at the first one).
+        self.spill_directory: str | None = None
 
     # ------------------------------------------------------------------------------ activities
     def settle_pending(self, state: ExportState) -> tuple[ExportState, pa.Table]:
@@ -192,13 +213,24 @@ class ChangeReader:
         return activity.get("state") == "completed"
 
     # -------------------------------------------------------------------------------- listings
-    def read_list(self, list_id: str) -> tuple[pa.Table, str | None]:
-        """Every member of ``list_id`` (email, contact id, unsubscribed); the latest updated_at."""
+    def read_list(self, list_id: str, *, first_row: int) -> tuple[pa.Table, str | None, IdFile]:
+        """Every member of ``list_id`` (email, file row of its contact id, member, unsubscribed);
+        the latest updated_at; the file the contact ids were spilled to (file rows ``first_row``
+        onwards: 40 MB a million members, that stay out of memory)."""
         started = time.monotonic()
+        if self.spill_directory is None:
+            self.spill_directory = tempfile.mkdtemp(prefix="constantcontact-listing-")
+        spill = ListingSpill(self.spill_directory, list_id, first_row)
         chunks: list[pa.Table] = []
         pages: list[pa.Table] = []
         latest: str | None = None
         requests = members = 0
+
+        def spilled(pages: list[pa.Table]) -> pa.Table:
+            chunk = pa.concat_tables(pages).combine_chunks()
+            rows = spill.add(chunk.column("m_contact_id"))
+            return chunk.drop_columns(["m_contact_id"]).add_column(1, "m_file_row", rows)
+
         for page in self.hook.iter_contact_pages(list_id, limit=MAX_PAGE_SIZE):
             requests += 1
             members += len(page)
@@ -207,7 +239,7 @@ class ChangeReader:
                 pages.append(table)
                 latest = _later(latest, page_latest)
             if len(pages) == PAGES_PER_CHUNK:  # a few large chunks, not 2,000 small ones
-                chunks.append(pa.concat_tables(pages).combine_chunks())
+                chunks.append(spilled(pages))
                 pages = []
             if requests % PROGRESS_EVERY_PAGES == 0:
                 self.log.info(
@@ -219,8 +251,8 @@ class ChangeReader:
                 )
         self.requests += requests
         if pages:
-            chunks.append(pa.concat_tables(pages).combine_chunks())
-        listing = pa.concat_tables(chunks) if chunks else _PAGE_SCHEMA.empty_table()
+            chunks.append(spilled(pages))
+        listing = pa.concat_tables(chunks) if chunks else _LISTING_SCHEMA.empty_table()
         self.log.info(
             "List %s has %d members (read in full: %d requests, %.1fs)",
             list_id,
@@ -228,7 +260,7 @@ class ChangeReader:
             requests,
             time.monotonic() - started,
         )
-        return listing, latest
+        return listing, latest, spill.close()
 
     def membership_counts(self, list_ids: Iterable[str]) -> dict[str, int]:
         """List id -> membership_count, for the wanted lists (one pass over the account's lists)."""
@@ -297,6 +329,23 @@ def check_changes(
     or unconfirmed run was removing.
     """
     reader = ChangeReader(hook, log)
+    try:
+        return _check(reader, state, list_ids, full_refresh, mirror_hashes, journal, log)
+    except BaseException:
+        if reader.spill_directory is not None:
+            shutil.rmtree(reader.spill_directory, ignore_errors=True)
+        raise
+
+
+def _check(
+    reader: ChangeReader,
+    state: ExportState,
+    list_ids: Sequence[str],
+    full_refresh: bool,
+    mirror_hashes: pa.Array | None,
+    journal: pa.Table,
+    log: logging.Logger | Any,
+) -> ChangeCheck:
     state, pending_journal = reader.settle_pending(state)
     journal = pa.concat_tables([journal, pending_journal])
     meta = state.meta
@@ -355,9 +404,12 @@ def check_changes(
             )
     for list_id, reason in full.items():
         log.info("Reading list %s in full: %s", list_id, reason)
-        listing, latest = reader.read_list(list_id)
+        listing, latest, spilled = reader.read_list(list_id, first_row=state.source.next_row)
+        state = replace(state, source=state.source.with_file(spilled))
         watermark = _later(watermark, latest)
-        removals = None if mirror_hashes is None else _listed_removals(list_id, listing, mirror_hashes)
+        removals = (
+            None if mirror_hashes is None else _listed_removals(list_id, listing, mirror_hashes, state.source)
+        )
         new_rows, found = reconcile(rows[list_id], listing, _journal_of(journal, list_id), complete=True)
         members = listing.num_rows
         del listing  # only the state rows and the removals are needed from here on
@@ -377,23 +429,25 @@ def check_changes(
     result.state = state.with_table(table)
     result.requests = reader.requests
     result.watermark = watermark
+    result.spill_directory = reader.spill_directory
     return result
 
 
-def _listed_removals(list_id: str, listing: pa.Table, segment_hashes: pa.Array) -> ListRemovals:
-    """The members of a full listing whose email is in no row of the segment (mirror mode)."""
+def _listed_removals(
+    list_id: str, listing: pa.Table, segment_hashes: pa.Array, source: ContactIdFiles
+) -> ListRemovals:
+    """The members of a full listing whose email is in no row of the segment (mirror mode);
+    their contact ids read back from the listing's spill."""
     # Hashed where they are: only the leavers are copied.
     leave = pc.invert(lookup.is_in(chunk_email_hashes(listing.column("email")), segment_hashes))
-    return ListRemovals(
-        list_id,
-        listing.num_rows,
-        listing.column("m_contact_id").filter(leave).combine_chunks(),
-        listing.column("email").filter(leave).combine_chunks(),
-    )
+    with source.reader() as ids_at:
+        contact_ids = ids_at(listing.column("m_file_row").filter(leave))
+    emails = listing.column("email").filter(leave).combine_chunks()
+    return ListRemovals(list_id, listing.num_rows, contact_ids, emails)
 
 
 def _state_removals(
-    list_id: str, rows: pa.Table, members: int, segment_hashes: pa.Array, source: StateSource | None
+    list_id: str, rows: pa.Table, members: int, segment_hashes: pa.Array, source: ContactIdFiles
 ) -> ListRemovals:
     """The state's members of a list (cheaply checked) whose email is in no row of the segment;
     their contact ids read from the state file (``source``) where they are still there."""
@@ -401,8 +455,8 @@ def _state_removals(
     leave = pc.invert(lookup.is_in(chunk_email_hashes(rows.column("email")), segment_hashes))
     leave = pc.and_(current, leave)
     contact_ids = rows.column("contact_id").filter(leave).combine_chunks()
-    if source is not None and FILE_ROW in rows.column_names and contact_ids.null_count:
-        with source.contact_ids() as ids_at:
+    if source.files and FILE_ROW in rows.column_names and contact_ids.null_count:
+        with source.reader() as ids_at:
             contact_ids = pc.coalesce(contact_ids, ids_at(rows.column(FILE_ROW).filter(leave)))
     return ListRemovals(list_id, members, contact_ids, rows.column("email").filter(leave).combine_chunks())
 

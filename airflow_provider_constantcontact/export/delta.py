@@ -124,15 +124,11 @@ def plan_sync(
         removal = check.lists[list_id].removals
         if removal is not None:
             plan.removals.append(removal)
-        sent = pa.table(
-            {
-                "email": emails.filter(send),
-                "fingerprint": new_fingerprints.filter(send),
-                "match": match.filter(send),
-            }
-        )
+        sent = pa.table({"fingerprint": new_fingerprints.filter(send), "match": match.filter(send)})
+        # Emails only of the contacts new to the list: the others' are in their state rows.
+        new_emails = emails.filter(pc.and_(send, new))
         del match, status, new, out, same, confirmed_same, skip, send
-        journal_tables.append(_journal_rows(list_id, state_rows, sent, removal))
+        journal_tables.append(_journal_rows(list_id, state_rows, sent, new_emails, removal))
         del sent, state_rows
     # Per contact -> per segment row (rows of no contact: 0).
     contact_rows = lookup.positions_mask(contacts.column("row"), rows_read)
@@ -156,11 +152,16 @@ def _scatter(rows: pa.Array, values: pa.Array | pa.ChunkedArray, data_type: pa.D
 
 
 def _journal_rows(
-    list_id: str, state_rows: pa.Table, sent: pa.Table, removal: ListRemovals | None
+    list_id: str,
+    state_rows: pa.Table,
+    sent: pa.Table,
+    new_emails: pa.Array | pa.ChunkedArray,
+    removal: ListRemovals | None,
 ) -> pa.Table:
     """The list's state as it will be once this run's changes are confirmed (IMPORTING / REMOVING marked).
 
-    ``sent``: the contacts sent to the list (email, fingerprint, ``match``: their state row or null).
+    ``sent``: the contacts sent to the list (fingerprint, ``match``: their state row or null);
+    ``new_emails``: the emails of those without a state row, in order.
     A sent contact the state has a row for updates that row where it is (fingerprint and status
     only: the emails and contact ids of a million rows are shared, not copied); the others are new.
     """
@@ -183,7 +184,7 @@ def _journal_rows(
         updated,
         _new_rows(
             updated.schema,
-            email=sent.column("email").filter(new),
+            email=new_emails,
             fingerprint=sent.column("fingerprint").filter(new),
             status=pa.repeat(_code(IMPORTING), added),
         ),

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 from airflow_provider_constantcontact.constants import MAX_IMPORT_BODY_BYTES, MAX_IMPORT_CONTACTS
 from airflow_provider_constantcontact.exceptions import ConstantContactExportError
 from airflow_provider_constantcontact.export.batches import ImportBody
-from airflow_provider_constantcontact.export.changes import check_changes
+from airflow_provider_constantcontact.export.changes import ChangeCheck, check_changes
 from airflow_provider_constantcontact.export.delta import (
     KEPT_LEFT,
     KEPT_UNCHANGED,
@@ -48,7 +48,13 @@ from airflow_provider_constantcontact.export.rejects import RejectsWriter, rejec
 from airflow_provider_constantcontact.export.sender import send_bodies
 from airflow_provider_constantcontact.export.settings import NEW_LIST_PLACEHOLDER, ExportSettings, ListTargets
 from airflow_provider_constantcontact.export.source import SegmentSource
-from airflow_provider_constantcontact.export.state import ExportState, journal_path, read_state, write_state
+from airflow_provider_constantcontact.export.state import (
+    ExportState,
+    StateIdentity,
+    journal_path,
+    read_state,
+    write_state,
+)
 from airflow_provider_constantcontact.export.state_commit import read_journal, stage_journal, state_identity
 from airflow_provider_constantcontact.export.summary import ExportSummary
 
@@ -220,10 +226,29 @@ class SegmentExport:
             journal=journal,
             log=self.log,
         )
+        try:
+            return self._sync(hook, targets, scan, check, identity, list_ids)
+        finally:
+            check.remove_spills()  # the full listings' contact ids: in the journal by now
+
+    def _sync(
+        self,
+        hook: ConstantContactHook,
+        targets: ListTargets,
+        scan: SegmentScan,
+        check: ChangeCheck,
+        identity: StateIdentity,
+        list_ids: list[str],
+    ) -> ExportSummary:
+        """Plan from the checked state, journal, send only the difference, summarise."""
+        settings = self.settings
+        assert settings.state_path is not None
+        mirror = settings.sync_mode == "mirror"
+        conn_id = settings.storage_conn_id
         sync = plan_sync(
             check,
             list_ids,
-            scan.fingerprinted if scan.fingerprinted is not None else pa.table({}),
+            scan.take_fingerprinted(),
             scan.rows_read,
             full_refresh=settings.full_refresh,
         )
@@ -254,9 +279,11 @@ class SegmentExport:
         )
         sender = None if settings.plan_only else hook
         journal_state = stage_journal(sync, check, identity)
+        sync.journal = None  # in the journal file from here on, not needed in memory
         if sender is not None:
             # Before any change: a killed run leaves this, and the next run knows what it removed.
             write_state(journal_path(settings.state_path), journal_state, conn_id)
+        del journal_state
         summary = self.import_segment(sender, scan, list_ids, sync)
         if mirror:
             self._remove(sender, sync.removals, summary)

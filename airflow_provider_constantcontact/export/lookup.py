@@ -61,7 +61,9 @@ def _buckets(values: Keys, value_set: Keys) -> Iterator[tuple[pa.Array, pa.Array
 def index_in(values: Keys, value_set: Keys) -> pa.Array:
     """``pc.index_in(values, value_set=value_set)``: per value, the position of its first equal in
     ``value_set`` (int64), null when absent."""
-    if len(value_set) <= SMALL or not len(values):
+    if not len(values) or not len(value_set):  # no table to build at all
+        return pa.nulls(len(values), pa.int64())
+    if len(value_set) <= SMALL:
         return pc.cast(pc.index_in(values, value_set=_plain(value_set)), pa.int64())
     found = pa.nulls(len(values), pa.int64())
     for mask, mine, positions in _buckets(values, value_set):
@@ -73,7 +75,9 @@ def index_in(values: Keys, value_set: Keys) -> pa.Array:
 
 def is_in(values: Keys, value_set: Keys) -> pa.Array:
     """``pc.is_in(values, value_set=value_set)`` (boolean, never null)."""
-    if len(value_set) <= SMALL or not len(values):
+    if not len(values) or not len(value_set):
+        return pa.repeat(pa.scalar(False), len(values))
+    if len(value_set) <= SMALL:
         return _plain(pc.is_in(values, value_set=_plain(value_set)))
     found = pa.repeat(pa.scalar(False), len(values))
     for mask, mine, positions in _buckets(values, value_set):

@@ -49,7 +49,7 @@ _FINGERPRINTED = pa.schema(
 )
 
 
-@dataclass(frozen=True)
+@dataclass
 class SegmentScan:
     """What pass one found, handed to pass two: per-row codes, duplicate flags and counts."""
 
@@ -68,6 +68,11 @@ class SegmentScan:
     #: With ``fingerprint`` (export state): one row per valid distinct contact, in row order:
     #: ``row`` (uint32), ``email`` (normalised), ``fingerprint`` (of the JSON object sent); else None.
     fingerprinted: pa.Table | None = None
+
+    def take_fingerprinted(self) -> pa.Table:
+        """The fingerprinted contacts, handed over (no longer held here: pass two does not need them)."""
+        table, self.fingerprinted = self.fingerprinted, None
+        return table if table is not None else _FINGERPRINTED.empty_table()
 
 
 def scan_segment(

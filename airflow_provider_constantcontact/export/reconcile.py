@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from airflow_provider_constantcontact.export import lookup
-from airflow_provider_constantcontact.export.state import LEFT, MEMBER, UNSUBSCRIBED
+from airflow_provider_constantcontact.export.state import FILE_ROW, LEFT, MEMBER, UNSUBSCRIBED
 
 
 def reconcile(
@@ -28,11 +28,13 @@ def reconcile(
     empty = pc.equal(seen.column("email"), "")
     if pc.any(empty).as_py():
         seen = seen.filter(pc.invert(empty))
+    # A full listing's contact ids are in a file (``m_file_row``), what changed has them here.
+    seen_id = "m_file_row" if "m_file_row" in seen.column_names else "m_contact_id"
     if lookup.has_duplicates(seen.column("email")):  # a listing's emails are distinct
         seen = (
             seen.group_by("email", use_threads=False)
-            .aggregate([("m_contact_id", "first"), ("m_member", "any"), ("m_unsub", "any")])
-            .rename_columns(["email", "m_contact_id", "m_member", "m_unsub"])
+            .aggregate([(seen_id, "first"), ("m_member", "any"), ("m_unsub", "any")])
+            .rename_columns(["email", seen_id, "m_member", "m_unsub"])
         )
     whole, touched = None, None
     if not complete:
@@ -86,11 +88,17 @@ def reconcile(
     counts["departed"] = counts["left"] + counts["removed_by_export"]
     columns = {name: joined.column(name) for name in rows.column_names}
     columns["status"] = status
-    own_ids, seen_ids = joined.column("contact_id"), joined.column("m_contact_id")
-    # The ids seen win; a state's own ids are mostly still in its file (null here): no copy then.
-    columns["contact_id"] = (
-        seen_ids.cast(own_ids.type) if own_ids.null_count == len(own_ids) else pc.coalesce(seen_ids, own_ids)
-    )
+    own_ids = joined.column("contact_id")
+    if seen_id == "m_file_row":  # the ids seen win: the file rows of the listing's spill
+        seen_rows = joined.column(seen_id)
+        own_rows = joined.column(FILE_ROW) if FILE_ROW in columns else pa.nulls(len(seen_rows), pa.uint32())
+        columns[FILE_ROW] = pc.coalesce(seen_rows, own_rows)
+        columns["contact_id"] = pc.if_else(pc.is_valid(seen_rows), pa.scalar(None, own_ids.type), own_ids)
+    else:  # the ids seen win; a state's own ids are mostly still in its file (null here)
+        seen_ids = joined.column(seen_id).cast(own_ids.type)
+        columns["contact_id"] = (
+            seen_ids if own_ids.null_count == len(own_ids) else pc.coalesce(seen_ids, own_ids)
+        )
     result = pa.table(columns)
     if whole is not None and touched is not None:
         return _written_back(whole, touched, result, keep), counts
@@ -132,7 +140,7 @@ def _full_outer(rows: pa.Table, seen: pa.Table) -> pa.Table:
     emails no state row has. Leaner than an Acero hash join of a million strings a side.
     """
     match = lookup.index_in(rows.column("email"), seen.column("email"))
-    seen_names = ["m_contact_id", "m_member", "m_unsub"]
+    seen_names = [name for name in seen.column_names if name != "email"]
     known = pa.table(
         [*rows.columns, *(seen.column(name).take(match) for name in seen_names)],
         names=[*rows.column_names, *seen_names],

@@ -3,13 +3,13 @@
 One row per (list id, normalised email): the fingerprint of the JSON object last sent, a status
 code (:data:`MEMBER` ... :data:`REMOVING`) and the contact id when known. Read back, the contact
 ids stay in the file (a third of a state's memory, and a run needs a few of them): each row
-keeps its position in the file instead (``file_row``), and :class:`StateSource` reads the ids
-of the rows that need them (removals) or streams them into the next file it writes. The file's metadata
-names the lists, the mapping and the account it belongs to, the watermark of the last change
-check and the membership count each list should have. A run stages the state it will commit as
-a *journal* beside the state file before changing anything; the state file itself is replaced
-(temporary name, then rename) only once the run's imports and removals are confirmed, so a
-killed run leaves the previous state usable and its journal tells the next run what it removed.
+keeps its position there (``file_row``), and the ids are read where needed or streamed into the
+next file written (:mod:`.contact_ids`). The file's metadata names the lists, the mapping and
+the account it belongs to, the watermark of the last change check and the membership count each
+list should have. A run stages the state it will commit as a *journal* beside the state file
+before changing anything; the state file itself is replaced (temporary name, then rename) only
+once the run's imports and removals are confirmed, so a killed run leaves the previous state
+usable and its journal tells the next run what it removed.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from airflow_provider_constantcontact.exceptions import ExportStateError
+from airflow_provider_constantcontact.export.contact_ids import ContactIdFiles, IdFile, IdReader
 from airflow_provider_constantcontact.export.rejects import ParquetOutput, output_path
 
 FORMAT_VERSION = 1
@@ -178,66 +179,14 @@ class StateMeta:
 
 
 @dataclass(frozen=True)
-class StateSource:
-    """The state file a state was read from: where its rows' contact ids still are."""
-
-    path: str
-    conn_id: str | None
-    #: The file's ``written_at`` when it was read: it must be the same file when ids are read.
-    written_at: str | None
-
-    @contextmanager
-    def contact_ids(self) -> Iterator[Callable[[pa.Array | pa.ChunkedArray], pa.Array]]:
-        """A reader of the contact ids at given file rows (null where the row is null), a row
-        group at a time (the last one kept: rows in file order read each group once)."""
-        target = output_path(self.path, self.conn_id)
-        with target.open("rb") as handle:
-            parquet = pq.ParquetFile(handle)
-            raw = (parquet.schema_arrow.metadata or {}).get(METADATA_KEY)
-            if raw is None or StateMeta.from_json(raw, self.path).written_at != self.written_at:
-                raise ExportStateError(
-                    f"The export state at {self.path} changed while this run used it (another run of "
-                    "this task at the same time?). Nothing was committed; run the task again."
-                )
-            bounds, start = [], 0
-            for index in range(parquet.num_row_groups):
-                rows = parquet.metadata.row_group(index).num_rows
-                bounds.append((start, start + rows))
-                start += rows
-            cached: dict[int, pa.Array] = {}
-
-            def group(index: int) -> pa.Array:
-                if index not in cached:
-                    cached.clear()
-                    table = parquet.read_row_group(index, columns=["contact_id"], use_threads=False)
-                    cached[index] = table.column(0).combine_chunks()
-                return cached[index]
-
-            def at(file_rows: pa.Array | pa.ChunkedArray) -> pa.Array:
-                rows = file_rows.combine_chunks() if isinstance(file_rows, pa.ChunkedArray) else file_rows
-                found = pa.nulls(len(rows), pa.string())
-                low, high = pc.min_max(rows).values()
-                if not low.is_valid:
-                    return found
-                for index, (begin, end) in enumerate(bounds):
-                    if end <= low.as_py() or begin > high.as_py():
-                        continue
-                    inside = pc.fill_null(pc.and_(pc.greater_equal(rows, begin), pc.less(rows, end)), False)
-                    local = pc.subtract(rows.filter(inside), pa.scalar(begin, rows.type))
-                    found = pc.replace_with_mask(found, inside, group(index).take(local))
-                return found
-
-            yield at
-
-
-@dataclass(frozen=True)
 class ExportState:
     """A state in memory: the rows (Arrow, list_id and email as keys), the metadata, and the
     file the rows were read from (their contact ids are there), if any."""
 
     table: pa.Table
     meta: StateMeta
-    source: StateSource | None = None
+    #: Where the contact ids of the rows read from files (``file_row``) are.
+    source: ContactIdFiles = field(default_factory=ContactIdFiles)
 
     @classmethod
     def empty(cls, identity: StateIdentity) -> ExportState:
@@ -332,7 +281,8 @@ def read_state(
     table = table.replace_schema_metadata(None)
     table = table.append_column("contact_id", pa.nulls(rows, pa.string()))
     table = table.append_column(FILE_ROW, pa.array(range(rows), pa.uint32()))
-    return ExportState(table.cast(MEMORY_SCHEMA), meta, StateSource(path, conn_id, meta.written_at))
+    source = ContactIdFiles((IdFile(path, conn_id, 0, rows, (METADATA_KEY, raw)),))
+    return ExportState(table.cast(MEMORY_SCHEMA), meta, source)
 
 
 def read_row_groups(parquet: pq.ParquetFile, columns: list[str] | None = None) -> pa.Table:
@@ -356,7 +306,7 @@ def write_state_batches(
     tables: Iterable[pa.Table],
     conn_id: str | None,
     *,
-    source: StateSource | None = None,
+    source: ContactIdFiles | None = None,
 ) -> dict[str, int]:
     """Write the rows of ``tables`` with ``meta`` to ``path`` atomically; the status counts written."""
     output = ParquetOutput(path, SCHEMA.with_metadata({METADATA_KEY: meta.to_json()}), conn_id=conn_id)
@@ -375,15 +325,15 @@ def write_state_batches(
 
 
 @contextmanager
-def _id_reader(source: StateSource | None) -> Iterator[Callable[[pa.Array], pa.Array] | None]:
-    if source is None:
+def _id_reader(source: ContactIdFiles | None) -> Iterator[IdReader | None]:
+    if source is None or not source.files:
         yield None
         return
-    with source.contact_ids() as ids_at:
+    with source.reader() as ids_at:
         yield ids_at
 
 
-def _file_batch(batch: pa.RecordBatch, ids_at: Callable[[pa.Array], pa.Array] | None) -> pa.RecordBatch:
+def _file_batch(batch: pa.RecordBatch, ids_at: IdReader | None) -> pa.RecordBatch:
     """A batch of rows as the file holds them: contact ids read back from the source file."""
     contact_ids = batch.column("contact_id")
     if FILE_ROW in batch.schema.names:

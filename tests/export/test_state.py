@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from datetime import datetime, timezone
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from airflow_provider_constantcontact.exceptions import ExportStateError
@@ -129,7 +131,7 @@ def _state(members: int) -> ExportState:
 
 
 @pytest.mark.parametrize(("count", "mode"), [(2, "incremental"), (1, "full")])
-def test_count_that_disagrees_falls_back_to_a_full_listing(count: int, mode: str) -> None:
+def test_count_that_disagrees_falls_back_to_a_full_listing(count: int, mode: str, tmp_path) -> None:
     hook = _CountingHook(count, ["ann@example.com"])
     check = check_changes(
         hook,  # type: ignore[arg-type]
@@ -144,6 +146,26 @@ def test_count_that_disagrees_falls_back_to_a_full_listing(count: int, mode: str
     assert hook.full_listings == (mode == "full")
     expected = {"ann": MEMBER, "bob": LEFT if mode == "full" else MEMBER}
     assert _statuses(check.state.for_list(LIST)) == expected
+    # A full listing's contact ids wait in a local spill until the state is written; then it goes.
+    spill = check.spill_directory
+    assert (spill is not None) == (mode == "full")
+    written = tmp_path / "state.parquet"
+    write_state(str(written), check.state, None)
+    ids = {row["email"]: row["contact_id"] for row in pq.read_table(written).to_pylist()}
+    assert ids["ann@example.com"] == ("id-ann@example.com" if mode == "full" else "id-ann")
+    check.remove_spills()
+    assert spill is None or not os.path.exists(spill)
+
+
+def test_contact_ids_stay_in_the_file_and_pass_into_the_next_one(tmp_path) -> None:
+    first, second = str(tmp_path / "first.parquet"), str(tmp_path / "second.parquet")
+    write_state(first, _state(2), None)
+    state = read_state(first, None, IDENTITY, LOG)
+    assert state is not None
+    assert state.table.column("contact_id").null_count == 2  # not in memory
+    assert state.table.column("file_row").to_pylist() == [0, 1]
+    write_state(second, state, None)
+    assert pq.read_table(second).column("contact_id").to_pylist() == ["id-ann", "id-bob"]
 
 
 def test_state_round_trip_and_another_tasks_state_refused(tmp_path) -> None:
