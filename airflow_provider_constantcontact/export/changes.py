@@ -18,7 +18,7 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -162,9 +162,15 @@ def _page_table(page: Sequence[dict[str, Any]], list_id: str | None) -> tuple[pa
 class ChangeReader:
     """Reads what changed for the state's lists, as cheaply as can be trusted (see the module doc)."""
 
-    def __init__(self, hook: ConstantContactHook, log: logging.Logger | Any) -> None:
+    def __init__(
+        self,
+        hook: ConstantContactHook,
+        log: logging.Logger | Any,
+        before_full_listing: Callable[[], None] | None = None,
+    ) -> None:
         self.hook = hook
         self.log = log
+        self.before_full_listing = before_full_listing
         self.requests = 0
         #: Where full listings spill their contact ids (made at the first one).
         self.spill_directory: str | None = None
@@ -217,6 +223,8 @@ class ChangeReader:
         """Every member of ``list_id`` (email, file row of its contact id, member, unsubscribed);
         the latest updated_at; the file the contact ids were spilled to (file rows ``first_row``
         onwards: 40 MB a million members, that stay out of memory)."""
+        if self.before_full_listing is not None:
+            self.before_full_listing()
         started = time.monotonic()
         if self.spill_directory is None:
             self.spill_directory = tempfile.mkdtemp(prefix="constantcontact-listing-")
@@ -321,14 +329,16 @@ def check_changes(
     mirror_hashes: pa.Array | None,
     journal: pa.Table,
     log: logging.Logger | Any,
+    before_full_listing: Callable[[], None] | None = None,
 ) -> ChangeCheck:
     """Bring ``state`` up to date with Constant Contact for ``list_ids``; read in full where needed.
 
     ``mirror_hashes`` (mirror mode): the segment's email hashes: a list whose removal candidates
     lack a contact id is read in full (removals take contact ids). ``journal``: emails a killed
-    or unconfirmed run was removing.
+    or unconfirmed run was removing. ``before_full_listing`` is called before a list is read in
+    full (the caller makes room in memory).
     """
-    reader = ChangeReader(hook, log)
+    reader = ChangeReader(hook, log, before_full_listing)
     try:
         return _check(reader, state, list_ids, full_refresh, mirror_hashes, journal, log)
     except BaseException:

@@ -48,6 +48,7 @@ from airflow_provider_constantcontact.export.rejects import RejectsWriter, rejec
 from airflow_provider_constantcontact.export.sender import send_bodies
 from airflow_provider_constantcontact.export.settings import NEW_LIST_PLACEHOLDER, ExportSettings, ListTargets
 from airflow_provider_constantcontact.export.source import SegmentSource
+from airflow_provider_constantcontact.export.spill import SpillableTable
 from airflow_provider_constantcontact.export.state import (
     ExportState,
     StateIdentity,
@@ -216,26 +217,35 @@ class SegmentExport:
         loaded = [read_state(settings.state_path, conn_id, identity, self.log)]
         first_run = loaded[0] is None
         journal = read_journal(journal_path(settings.state_path), conn_id, identity)
-        # Handed over, no reference kept here: check_changes lets the rows read go once replaced.
-        check = check_changes(
-            hook,
-            loaded.pop() or ExportState.empty(identity),
-            list_ids,
-            full_refresh=settings.full_refresh or first_run,
-            mirror_hashes=scan.email_hashes if mirror else None,
-            journal=journal,
-            log=self.log,
-        )
+        # Pass one's fingerprinted contacts wait on disk while a list is read in full.
+        contacts = SpillableTable(scan.take_fingerprinted())
         try:
-            return self._sync(hook, targets, scan, check, identity, list_ids)
+            # Handed over, no reference kept here: check_changes lets the rows read go once replaced.
+            check = check_changes(
+                hook,
+                loaded.pop() or ExportState.empty(identity),
+                list_ids,
+                full_refresh=settings.full_refresh or first_run,
+                mirror_hashes=scan.email_hashes if mirror else None,
+                journal=journal,
+                log=self.log,
+                before_full_listing=contacts.spill,
+            )
+        except BaseException:
+            contacts.close()
+            raise
+        try:
+            return self._sync(hook, targets, scan, contacts, check, identity, list_ids)
         finally:
-            check.remove_spills()  # the full listings' contact ids: in the journal by now
+            contacts.close()
+            check.remove_spills()  # also when the run failed before the journal was written
 
     def _sync(
         self,
         hook: ConstantContactHook,
         targets: ListTargets,
         scan: SegmentScan,
+        contacts: SpillableTable,
         check: ChangeCheck,
         identity: StateIdentity,
         list_ids: list[str],
@@ -248,7 +258,7 @@ class SegmentExport:
         sync = plan_sync(
             check,
             list_ids,
-            scan.take_fingerprinted(),
+            contacts.take(),
             scan.rows_read,
             full_refresh=settings.full_refresh,
         )
@@ -284,6 +294,7 @@ class SegmentExport:
             # Before any change: a killed run leaves this, and the next run knows what it removed.
             write_state(journal_path(settings.state_path), journal_state, conn_id)
         del journal_state
+        check.remove_spills()  # the full listings' contact ids are in the journal now
         summary = self.import_segment(sender, scan, list_ids, sync)
         if mirror:
             self._remove(sender, sync.removals, summary)

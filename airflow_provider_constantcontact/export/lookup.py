@@ -60,16 +60,16 @@ def _buckets(values: Keys, value_set: Keys) -> Iterator[tuple[pa.Array, pa.Array
 
 def index_in(values: Keys, value_set: Keys) -> pa.Array:
     """``pc.index_in(values, value_set=value_set)``: per value, the position of its first equal in
-    ``value_set`` (int64), null when absent."""
+    ``value_set`` (int32, as pyarrow's), null when absent."""
     if not len(values) or not len(value_set):  # no table to build at all
-        return pa.nulls(len(values), pa.int64())
+        return pa.nulls(len(values), pa.int32())
     if len(value_set) <= SMALL:
-        return pc.cast(pc.index_in(values, value_set=_plain(value_set)), pa.int64())
-    found = pa.nulls(len(values), pa.int64())
+        return _plain(pc.index_in(values, value_set=_plain(value_set)))
+    found = pa.nulls(len(values), pa.int32())
     for mask, mine, positions in _buckets(values, value_set):
         local = pc.index_in(mine, value_set=_plain(value_set.take(positions)))
         # replace_with_mask fills the masked slots in order: the bucket's values, in order.
-        found = pc.replace_with_mask(found, mask, pc.cast(positions.take(local), pa.int64()))
+        found = pc.replace_with_mask(found, mask, pc.cast(positions.take(local), pa.int32()))
     return found
 
 
