@@ -18,7 +18,8 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -174,6 +175,16 @@ class ChangeReader:
         self.requests = 0
         #: Where full listings spill their contact ids (made at the first one).
         self.spill_directory: str | None = None
+
+    @contextmanager
+    def spills_removed_on_error(self) -> Iterator[None]:
+        """Delete the spilled contact ids if reading the changes fails (else the check owns them)."""
+        try:
+            yield
+        except BaseException:
+            if self.spill_directory is not None:
+                shutil.rmtree(self.spill_directory, ignore_errors=True)
+            raise
 
     # ------------------------------------------------------------------------------ activities
     def settle_pending(self, state: ExportState) -> tuple[ExportState, pa.Table]:
@@ -339,108 +350,93 @@ def check_changes(
     full (the caller makes room in memory).
     """
     reader = ChangeReader(hook, log, before_full_listing)
-    try:
-        return _check(reader, state, list_ids, full_refresh, mirror_hashes, journal, log)
-    except BaseException:
-        if reader.spill_directory is not None:
-            shutil.rmtree(reader.spill_directory, ignore_errors=True)
-        raise
-
-
-def _check(
-    reader: ChangeReader,
-    state: ExportState,
-    list_ids: Sequence[str],
-    full_refresh: bool,
-    mirror_hashes: pa.Array | None,
-    journal: pa.Table,
-    log: logging.Logger | Any,
-) -> ChangeCheck:
-    state, pending_journal = reader.settle_pending(state)
-    journal = pa.concat_tables([journal, pending_journal])
-    meta = state.meta
-    written = _parse_time(meta.written_at)
-    too_old = written is None or _now() - written > MAX_STATE_AGE
-    full: dict[str, str] = {}
-    for list_id in list_ids:
-        if full_refresh:
-            full[list_id] = "full_refresh"
-        elif too_old:
-            full[list_id] = "state older than 10 days" if written else "first run"
-        elif meta.watermark is None or list_id not in meta.members_expected:
-            full[list_id] = "no earlier reading of the list"
-    watermark = meta.watermark
-    rows = {list_id: state.for_list(list_id) for list_id in list_ids}
-    # From here on the rows per list stand for the state: each is replaced by its reconciled rows,
-    # and the rows read go as soon as nothing refers to them.
-    state = replace(state, table=state.table.schema.empty_table())
-    result = ChangeCheck(state)
-    cheap = [list_id for list_id in list_ids if list_id not in full]
-    if cheap:
-        counts = reader.membership_counts(cheap)
-        since = _parse_time(meta.watermark)
-        assert since is not None
-        changes, latest = reader.changed_contacts(_iso(since - WATERMARK_MARGIN), cheap, meta.own_changes)
-        watermark = _later(watermark, latest)
-        for list_id in cheap:
-            new_rows, found = reconcile(
-                rows[list_id], changes[list_id], _journal_of(journal, list_id), complete=False
-            )
-            low, high = meta.members_expected[list_id]
-            predicted_low = low + found["joined"] - found["departed"] - found["unsubscribed"]
-            predicted_high = high + found["joined"] - found["departed"]
-            count = counts.get(list_id)
-            if count is None or not predicted_low <= count <= predicted_high:
-                full[list_id] = (
-                    f"membership_count {count} is not {predicted_low}..{predicted_high} as the state predicts"
+    with reader.spills_removed_on_error():
+        state, pending_journal = reader.settle_pending(state)
+        journal = pa.concat_tables([journal, pending_journal])
+        meta = state.meta
+        written = _parse_time(meta.written_at)
+        too_old = written is None or _now() - written > MAX_STATE_AGE
+        full: dict[str, str] = {}
+        for list_id in list_ids:
+            if full_refresh:
+                full[list_id] = "full_refresh"
+            elif too_old:
+                full[list_id] = "state older than 10 days" if written else "first run"
+            elif meta.watermark is None or list_id not in meta.members_expected:
+                full[list_id] = "no earlier reading of the list"
+        watermark = meta.watermark
+        rows = {list_id: state.for_list(list_id) for list_id in list_ids}
+        # From here on the rows per list stand for the state: each is replaced by its reconciled rows,
+        # and the rows read go as soon as nothing refers to them.
+        state = replace(state, table=state.table.schema.empty_table())
+        result = ChangeCheck(state)
+        cheap = [list_id for list_id in list_ids if list_id not in full]
+        if cheap:
+            counts = reader.membership_counts(cheap)
+            since = _parse_time(meta.watermark)
+            assert since is not None
+            changes, latest = reader.changed_contacts(_iso(since - WATERMARK_MARGIN), cheap, meta.own_changes)
+            watermark = _later(watermark, latest)
+            for list_id in cheap:
+                new_rows, found = reconcile(
+                    rows[list_id], changes[list_id], _journal_of(journal, list_id), complete=False
                 )
-                continue
+                low, high = meta.members_expected[list_id]
+                predicted_low = low + found["joined"] - found["departed"] - found["unsubscribed"]
+                predicted_high = high + found["joined"] - found["departed"]
+                count = counts.get(list_id)
+                if count is None or not predicted_low <= count <= predicted_high:
+                    full[list_id] = (
+                        f"membership_count {count} is not {predicted_low}..{predicted_high} "
+                        "as the state predicts"
+                    )
+                    continue
+                removals = None
+                if mirror_hashes is not None:
+                    removals = _state_removals(list_id, new_rows, count, mirror_hashes, state.source)
+                    if removals.contact_ids.null_count:
+                        full[list_id] = "a member to remove has no known contact id"
+                        continue
+                rows[list_id] = new_rows
+                result.lists[list_id] = ListCheck(
+                    list_id,
+                    "incremental",
+                    count,
+                    removals,
+                    found["left"],
+                    found["unsubscribed"],
+                    found["joined"],
+                    found["removed_by_export"],
+                )
+        for list_id, reason in full.items():
+            log.info("Reading list %s in full: %s", list_id, reason)
+            listing, latest, spilled = reader.read_list(list_id, first_row=state.source.next_row)
+            state = replace(state, source=state.source.with_file(spilled))
+            watermark = _later(watermark, latest)
             removals = None
             if mirror_hashes is not None:
-                removals = _state_removals(list_id, new_rows, count, mirror_hashes, state.source)
-                if removals.contact_ids.null_count:
-                    full[list_id] = "a member to remove has no known contact id"
-                    continue
+                removals = _listed_removals(list_id, listing, mirror_hashes, state.source)
+            new_rows, found = reconcile(rows[list_id], listing, _journal_of(journal, list_id), complete=True)
+            members = listing.num_rows
+            del listing  # only the state rows and the removals are needed from here on
             rows[list_id] = new_rows
             result.lists[list_id] = ListCheck(
                 list_id,
-                "incremental",
-                count,
+                "full",
+                members,
                 removals,
                 found["left"],
                 found["unsubscribed"],
                 found["joined"],
                 found["removed_by_export"],
+                reason,
             )
-    for list_id, reason in full.items():
-        log.info("Reading list %s in full: %s", list_id, reason)
-        listing, latest, spilled = reader.read_list(list_id, first_row=state.source.next_row)
-        state = replace(state, source=state.source.with_file(spilled))
-        watermark = _later(watermark, latest)
-        removals = (
-            None if mirror_hashes is None else _listed_removals(list_id, listing, mirror_hashes, state.source)
-        )
-        new_rows, found = reconcile(rows[list_id], listing, _journal_of(journal, list_id), complete=True)
-        members = listing.num_rows
-        del listing  # only the state rows and the removals are needed from here on
-        rows[list_id] = new_rows
-        result.lists[list_id] = ListCheck(
-            list_id,
-            "full",
-            members,
-            removals,
-            found["left"],
-            found["unsubscribed"],
-            found["joined"],
-            found["removed_by_export"],
-            reason,
-        )
-    table = pa.concat_tables([state_table(list_id, rows[list_id]) for list_id in list_ids])
-    result.state = state.with_table(table)
-    result.requests = reader.requests
-    result.watermark = watermark
-    result.spill_directory = reader.spill_directory
-    return result
+        table = pa.concat_tables([state_table(list_id, rows[list_id]) for list_id in list_ids])
+        result.state = state.with_table(table)
+        result.requests = reader.requests
+        result.watermark = watermark
+        result.spill_directory = reader.spill_directory
+        return result
 
 
 def _listed_removals(
