@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import tempfile
 from datetime import datetime, timezone
 
 import pyarrow as pa
@@ -155,6 +156,35 @@ def test_count_that_disagrees_falls_back_to_a_full_listing(count: int, mode: str
     assert ids["ann@example.com"] == ("id-ann@example.com" if mode == "full" else "id-ann")
     check.remove_spills()
     assert spill is None or not os.path.exists(spill)
+
+
+class _FailingListingHook(_CountingHook):
+    """A full listing that fails after its first page (a server error, a revoked token)."""
+
+    def iter_contact_pages(self, list_id=None, **filters):
+        if list_id is None:
+            return iter([[]])
+
+        def pages():
+            yield [{"contact_id": "id-ann", "email_address": {"address": "ann@example.com"}}]
+            raise ConnectionError("the listing failed")
+
+        return pages()
+
+
+def test_a_failed_full_listing_leaves_no_spilled_contact_ids(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(ConnectionError):
+        check_changes(
+            _FailingListingHook(1, []),  # type: ignore[arg-type]
+            _state(2),
+            [LIST],
+            full_refresh=True,
+            mirror_hashes=None,
+            journal=pa.table({"list_id": pa.array([], pa.string()), "email": pa.array([], pa.string())}),
+            log=LOG,
+        )
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_contact_ids_stay_in_the_file_and_pass_into_the_next_one(tmp_path) -> None:
