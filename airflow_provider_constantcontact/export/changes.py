@@ -368,7 +368,7 @@ def check_changes(
         rows = {list_id: state.for_list(list_id) for list_id in list_ids}
         # From here on the rows per list stand for the state: each is replaced by its reconciled rows,
         # and the rows read go as soon as nothing refers to them.
-        state = replace(state, table=state.table.schema.empty_table())
+        state = state.with_table(state.table.schema.empty_table())
         result = ChangeCheck(state)
         cheap = [list_id for list_id in list_ids if list_id not in full]
         if cheap:

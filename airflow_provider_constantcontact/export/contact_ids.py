@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from airflow_provider_constantcontact.exceptions import ExportStateError
+from airflow_provider_constantcontact.export.lookup import one_array
 from airflow_provider_constantcontact.export.rejects import output_path
 
 #: Reads the contact ids at file rows (null where the row is null).
@@ -84,7 +85,7 @@ class ContactIdFiles:
                 return cached[key]
 
             def at(file_rows: pa.Array | pa.ChunkedArray) -> pa.Array:
-                rows = file_rows.combine_chunks() if isinstance(file_rows, pa.ChunkedArray) else file_rows
+                rows = one_array(file_rows)
                 found = pa.nulls(len(rows), pa.string())
                 low, high = pc.min_max(rows).values()
                 if not low.is_valid:

@@ -146,9 +146,7 @@ def _count(mask: pa.Array | pa.ChunkedArray) -> int:
 def _scatter(rows: pa.Array, values: pa.Array | pa.ChunkedArray, data_type: pa.DataType) -> pa.Array:
     """Zeros, with ``values`` (in row order) where ``rows`` (a boolean mask) is true."""
     zeros = pa.repeat(pa.scalar(0, data_type), len(rows))
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    return pc.replace_with_mask(zeros, rows, values.cast(data_type))
+    return pc.replace_with_mask(zeros, rows, lookup.one_array(values).cast(data_type))
 
 
 def _journal_rows(
@@ -174,7 +172,7 @@ def _journal_rows(
         # replace_with_mask fills the replaced rows in row order: the fingerprints sorted to match.
         in_row_order = sent.column("fingerprint").filter(known).take(pc.sort_indices(positions))
         fingerprints = pc.replace_with_mask(
-            state_rows.column("fingerprint").combine_chunks(), replaced, _plain(in_row_order)
+            state_rows.column("fingerprint").combine_chunks(), replaced, lookup.one_array(in_row_order)
         )
         status = pc.if_else(replaced, _code(IMPORTING), state_rows.column("status"))
         updated = state_rows.set_column(1, "fingerprint", fingerprints).set_column(2, "status", status)
@@ -217,7 +215,3 @@ def _new_rows(schema: pa.Schema, **columns: pa.Array | pa.ChunkedArray) -> pa.Ta
         ],
         schema=schema,
     )
-
-
-def _plain(values: pa.Array | pa.ChunkedArray) -> pa.Array:
-    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values

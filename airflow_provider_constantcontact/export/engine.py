@@ -219,6 +219,7 @@ class SegmentExport:
         journal = read_journal(journal_path(settings.state_path), conn_id, identity)
         # Pass one's fingerprinted contacts wait on disk while a list is read in full.
         contacts = SpillableTable(scan.take_fingerprinted())
+        check: ChangeCheck | None = None
         try:
             # Handed over, no reference kept here: check_changes lets the rows read go once replaced.
             check = check_changes(
@@ -231,14 +232,11 @@ class SegmentExport:
                 log=self.log,
                 before_full_listing=contacts.spill,
             )
-        except BaseException:
-            contacts.close()
-            raise
-        try:
             return self._sync(hook, targets, scan, contacts, check, identity, list_ids)
         finally:
             contacts.close()
-            check.remove_spills()  # also when the run failed before the journal was written
+            if check is not None:  # also when the run failed before the journal was written
+                check.remove_spills()
 
     def _sync(
         self,

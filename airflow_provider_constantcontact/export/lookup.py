@@ -25,14 +25,15 @@ BUCKETS = 16
 SMALL = 65_536
 
 
-def _plain(keys: Keys) -> pa.Array:
+def one_array(keys: Keys) -> pa.Array:
+    """``keys`` as one array (a chunked one combined)."""
     return keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
 
 
 def _bucket_of(keys: Keys) -> pa.Array:
     """The bucket (uint8) of each key: low bits of an integer, of a string's hash (nulls: of ``""``)."""
     if pa.types.is_integer(keys.type):
-        return _plain(pc.cast(pc.bit_wise_and(pc.cast(keys, pa.int64()), BUCKETS - 1), pa.uint8()))
+        return one_array(pc.cast(pc.bit_wise_and(pc.cast(keys, pa.int64()), BUCKETS - 1), pa.uint8()))
     # A slice at a time: only the buckets are kept, not a million 8-byte hashes.
     return pa.concat_arrays(
         [
@@ -48,14 +49,15 @@ def _chunks(keys: Keys) -> list[pa.Array]:
     return keys.chunks if isinstance(keys, pa.ChunkedArray) else [keys]
 
 
-def _buckets(values: Keys, value_set: Keys) -> Iterator[tuple[pa.Array, pa.Array, pa.Array]]:
-    """Per bucket: the mask of ``values`` in it, those values, and the positions of ``value_set`` in it."""
+def _buckets(values: Keys, value_set: Keys) -> Iterator[tuple[pa.Array, pa.Array, pa.Array, pa.Array]]:
+    """Per bucket: the mask of ``values`` in it, those values, the positions of ``value_set`` in
+    it and those keys of ``value_set``."""
     value_buckets, set_buckets = _bucket_of(values), _bucket_of(value_set)
     for bucket in range(BUCKETS):
         code = pa.scalar(bucket, pa.uint8())
         mask = pc.equal(value_buckets, code)
         positions = pc.indices_nonzero(pc.equal(set_buckets, code))
-        yield mask, _plain(values.filter(mask)), positions
+        yield mask, one_array(values.filter(mask)), positions, one_array(value_set.take(positions))
 
 
 def index_in(values: Keys, value_set: Keys) -> pa.Array:
@@ -64,10 +66,10 @@ def index_in(values: Keys, value_set: Keys) -> pa.Array:
     if not len(values) or not len(value_set):  # no table to build at all
         return pa.nulls(len(values), pa.int32())
     if len(value_set) <= SMALL:
-        return _plain(pc.index_in(values, value_set=_plain(value_set)))
+        return one_array(pc.index_in(values, value_set=one_array(value_set)))
     found = pa.nulls(len(values), pa.int32())
-    for mask, mine, positions in _buckets(values, value_set):
-        local = pc.index_in(mine, value_set=_plain(value_set.take(positions)))
+    for mask, mine, positions, theirs in _buckets(values, value_set):
+        local = pc.index_in(mine, value_set=theirs)
         # replace_with_mask fills the masked slots in order: the bucket's values, in order.
         found = pc.replace_with_mask(found, mask, pc.cast(positions.take(local), pa.int32()))
     return found
@@ -78,10 +80,10 @@ def is_in(values: Keys, value_set: Keys) -> pa.Array:
     if not len(values) or not len(value_set):
         return pa.repeat(pa.scalar(False), len(values))
     if len(value_set) <= SMALL:
-        return _plain(pc.is_in(values, value_set=_plain(value_set)))
+        return one_array(pc.is_in(values, value_set=one_array(value_set)))
     found = pa.repeat(pa.scalar(False), len(values))
-    for mask, mine, positions in _buckets(values, value_set):
-        found = pc.replace_with_mask(found, mask, pc.is_in(mine, value_set=_plain(value_set.take(positions))))
+    for mask, mine, _, theirs in _buckets(values, value_set):
+        found = pc.replace_with_mask(found, mask, pc.is_in(mine, value_set=theirs))
     return found
 
 
@@ -100,7 +102,7 @@ def has_duplicates(keys: Keys) -> bool:
 def positions_mask(positions: Keys, length: int) -> pa.Array:
     """A boolean array of ``length``, true at each of ``positions`` (no hash table of them)."""
     marks = bytearray(length)
-    flat = _plain(positions)
+    flat = one_array(positions)
     for start in range(0, len(flat), SMALL):
         for position in flat.slice(start, SMALL).to_pylist():
             marks[position] = 1

@@ -20,9 +20,10 @@ def reconcile(
 ) -> tuple[pa.Table, dict[str, int]]:
     """Apply what was seen of one list to its state rows; the new rows and the counts of changes.
 
-    ``rows``: the list's state (email, fingerprint, status, contact_id). ``seen``: contacts read
-    (email, m_contact_id, m_member, m_unsub); ``complete`` when they are every member of the list
-    (a full listing: a state row not seen is not a member). ``journal``: emails the export itself
+    ``rows``: the list's state (email, fingerprint, status, contact_id, and ``file_row`` for rows
+    read from a file). ``seen``: contacts read (email, m_contact_id or, for a full listing whose
+    ids were spilled, m_file_row, m_member, m_unsub); ``complete`` when they are every member of
+    the list (a full listing: a state row not seen is not a member). ``journal``: emails the export itself
     removed (or was removing): gone from the list, they are dropped, not taken for leavers.
     """
     empty = pc.equal(seen.column("email"), "")
