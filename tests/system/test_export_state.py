@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 from textwrap import dedent
+from typing import NamedTuple
 
 import pyarrow.parquet as pq
 import pytest
@@ -196,6 +197,36 @@ def test_killed_run_then_rerun_loses_nothing_and_readds_no_leaver(
     request is refused): the previous state stays as it was, and the reruns finish the job,
     keep the leaver out, and let the contacts the failed run removed come back."""
     sandbox = constantcontact_sandbox
+    mirrored = _mirrored_with_a_leaver(sandbox, dags_folder, tmp_path)
+    list_id, base, state_path, shrunk = mirrored.list_id, mirrored.base, mirrored.state_path, mirrored.shrunk
+    sandbox.fail_next(1, status=400, path_prefix="/v3/activities/remove_list_memberships", after=1)
+    result, _ = _run(sandbox, dags_folder, "cc_state_native", {**base, "source": _segment(tmp_path, shrunk)})
+
+    assert latest_run("cc_state_native")[1] == "failed", describe(result)
+    assert pq.read_table(state_path).equals(mirrored.before)  # the previous state, untouched
+    members = sandbox.list_member_emails(list_id)
+    assert "new@example.com" in members  # imported before the failure
+    assert len(members) == 1100 + 1 - 500  # 1,100 + new, minus the first 500 removed (bob had left)
+
+    rerun = _rerun_then_everyone_rejoins(sandbox, dags_folder, tmp_path, mirrored)
+    assert rerun["removed"] == {list_id: 500}
+
+
+class _Mirrored(NamedTuple):
+    """A list mirrored with state from 1,100 contacts and bob; bob then left the list himself."""
+
+    list_id: str
+    base: dict
+    state_path: str
+    crowd: dict[str, str]
+    few: dict[str, str]
+    #: The next segment: the first 100 of the crowd, bob and a new contact.
+    shrunk: dict[str, str]
+    #: The state file after the first run.
+    before: object
+
+
+def _mirrored_with_a_leaver(sandbox, dags_folder, tmp_path) -> _Mirrored:
     list_id = sandbox.create_list("Killed")
     state_path = str(tmp_path / "state" / "killed.parquet")
     crowd = {f"p{n:04d}@example.com": f"P{n}" for n in range(1100)}
@@ -209,37 +240,32 @@ def test_killed_run_then_rerun_loses_nothing_and_readds_no_leaver(
     assert result.returncode == 0, describe(result)
     before = pq.read_table(state_path)
     sandbox.leave_list(list_id, ["bob@example.com"])
-
     few = dict(list(crowd.items())[:100])
     shrunk = {**few, "bob@example.com": "Bob", "new@example.com": "New"}
-    sandbox.fail_next(1, status=400, path_prefix="/v3/activities/remove_list_memberships", after=1)
-    result, _ = _run(sandbox, dags_folder, "cc_state_native", {**base, "source": _segment(tmp_path, shrunk)})
+    return _Mirrored(list_id, base, state_path, crowd, few, shrunk, before)
 
-    assert latest_run("cc_state_native")[1] == "failed", describe(result)
-    assert pq.read_table(state_path).equals(before)  # the previous state, untouched
-    members = sandbox.list_member_emails(list_id)
-    assert "new@example.com" in members  # imported before the failure
-    assert len(members) == 1100 + 1 - 500  # 1,100 + new, minus the first 500 removed (bob had left)
 
-    result, summary = _run(
-        sandbox, dags_folder, "cc_state_native", {**base, "source": _segment(tmp_path, shrunk)}
+def _rerun_then_everyone_rejoins(sandbox, dags_folder, tmp_path, mirrored: _Mirrored) -> dict:
+    """After a failed or killed run: the rerun converges to the shrunk segment and keeps bob out;
+    then everyone rejoins the segment and all the export removed come back, bob does not. The
+    rerun's summary."""
+    list_id, base = mirrored.list_id, mirrored.base
+    result, rerun = _run(
+        sandbox, dags_folder, "cc_state_native", {**base, "source": _segment(tmp_path, mirrored.shrunk)}
     )
     assert result.returncode == 0, describe(result)
-    assert sandbox.list_member_emails(list_id) == set(few) | {"new@example.com"}
-    assert summary["left_list_outside_export"] == 1
-    assert summary["removed"] == {list_id: 500}
+    assert sandbox.list_member_emails(list_id) == set(mirrored.few) | {"new@example.com"}
+    assert rerun["left_list_outside_export"] == 1
 
-    # Everyone rejoins the segment: all 1,000 removed by the export come back, bob does not.
+    everyone = {**mirrored.crowd, "bob@example.com": "Bob", "new@example.com": "New"}
     result, summary = _run(
-        sandbox,
-        dags_folder,
-        "cc_state_native",
-        {**base, "source": _segment(tmp_path, {**crowd, "bob@example.com": "Bob", "new@example.com": "New"})},
+        sandbox, dags_folder, "cc_state_native", {**base, "source": _segment(tmp_path, everyone)}
     )
     assert result.returncode == 0, describe(result)
-    assert sandbox.list_member_emails(list_id) == set(crowd) | {"new@example.com"}
+    assert sandbox.list_member_emails(list_id) == set(mirrored.crowd) | {"new@example.com"}
     assert summary["left_list_outside_export"] == 1
-    assert _state_rows(state_path)["bob@example.com"] == 2  # left
+    assert _state_rows(mirrored.state_path)["bob@example.com"] == 2  # left
+    return rerun
 
 
 def test_safe_when_membership_changes_do_not_move_updated_at(
@@ -415,50 +441,20 @@ def test_sigkilled_run_then_rerun_loses_nothing_and_readds_no_leaver(
     the previous state is untouched by the killed run, the rerun converges, the contact who left
     the list stays out, and the contacts the export removed come back when they rejoin."""
     sandbox = constantcontact_sandbox
-    list_id = sandbox.create_list("Killed")
-    state_path = str(tmp_path / "state" / "killed.parquet")
-    crowd = {f"p{n:04d}@example.com": f"P{n}" for n in range(1100)}
-    base = {"list_id": list_id, "state_path": state_path, "sync_mode": "mirror"}
-    result, _ = _run(
-        sandbox,
-        dags_folder,
-        "cc_state_native",
-        {**base, "source": _segment(tmp_path, {**crowd, "bob@example.com": "Bob"})},
-    )
-    assert result.returncode == 0, describe(result)
-    before = pq.read_table(state_path)
-    sandbox.leave_list(list_id, ["bob@example.com"])
-    few = dict(list(crowd.items())[:100])
-    shrunk = {**few, "bob@example.com": "Bob", "new@example.com": "New"}
+    mirrored = _mirrored_with_a_leaver(sandbox, dags_folder, tmp_path)
+    list_id = mirrored.list_id
 
     _killed_run(
         sandbox,
         dags_folder,
         tmp_path,
-        {**base, "source": _segment(tmp_path, shrunk)},
+        {**mirrored.base, "source": _segment(tmp_path, mirrored.shrunk)},
         path_prefix=path_prefix,
         method=method,
     )
 
-    assert pq.read_table(state_path).equals(before), kill_point  # the previous state, untouched
+    assert pq.read_table(mirrored.state_path).equals(mirrored.before), kill_point  # untouched
     assert "new@example.com" in sandbox.list_member_emails(list_id)  # the import happened
     assert "bob@example.com" not in sandbox.list_member_emails(list_id)
 
-    result, summary = _run(
-        sandbox, dags_folder, "cc_state_native", {**base, "source": _segment(tmp_path, shrunk)}
-    )
-    assert result.returncode == 0, describe(result)
-    assert sandbox.list_member_emails(list_id) == set(few) | {"new@example.com"}
-    assert summary["left_list_outside_export"] == 1
-
-    # Everyone rejoins the segment: the 1,000 removed by the export come back, bob does not.
-    result, summary = _run(
-        sandbox,
-        dags_folder,
-        "cc_state_native",
-        {**base, "source": _segment(tmp_path, {**crowd, "bob@example.com": "Bob", "new@example.com": "New"})},
-    )
-    assert result.returncode == 0, describe(result)
-    assert sandbox.list_member_emails(list_id) == set(crowd) | {"new@example.com"}
-    assert summary["left_list_outside_export"] == 1
-    assert _state_rows(state_path)["bob@example.com"] == 2  # left
+    _rerun_then_everyone_rejoins(sandbox, dags_folder, tmp_path, mirrored)
